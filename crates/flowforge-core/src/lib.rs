@@ -1,0 +1,26 @@
+//! # flowforge-core
+//!
+//! The vocabulary every flowforge crate speaks:
+//!
+//! - [`time`]: the time convention (t = 0 noise, t = 1 data) and typed conversions to DDPM
+//!   timesteps, EDM sigmas and the reversed convention;
+//! - [`prediction`]: the five prediction kinds (noise, data, velocity, v, score) as values and
+//!   as types;
+//! - [`model`]: the [`Model`](model::Model) trait, implemented by networks and by closures;
+//! - [`error`]: the single typed [`Error`](error::Error);
+//! - [`tensor`]: shape checks and host ↔ device helpers.
+//!
+//! Library crates take a `&Device` and enable no burn backend; the umbrella crate `flowforge`
+//! picks backends through its features.
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod model;
+pub mod prediction;
+pub mod tensor;
+pub mod time;
+
+pub use error::{Error, Result};
+pub use model::{Condition, Model, model_fn};
+pub use prediction::{Data, Noise, PredictionKind, PredictionType, Predicted, Score, VPrediction, Velocity};
+pub use time::{Coefficient, DiscreteTimesteps, EdmSigma, ReversedTime, Time, Times};

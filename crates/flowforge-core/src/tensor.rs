@@ -1,0 +1,77 @@
+//! Small tensor helpers shared by the flowforge crates: shape checks that return typed errors,
+//! and host ↔ device conversions for tests, examples and reference data.
+
+use crate::error::{Error, Result};
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// Fails with [`Error::ShapeMismatch`] unless `actual` has the shape of `expected`.
+pub fn ensure_same_shape<const D: usize>(
+    what: &'static str,
+    expected: &Tensor<D>,
+    actual: &Tensor<D>,
+) -> Result<()> {
+    let (e, a) = (expected.dims(), actual.dims());
+    if e == a {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch {
+            what,
+            expected: e.to_vec(),
+            actual: a.to_vec(),
+        })
+    }
+}
+
+/// Fails with [`Error::ShapeMismatch`] unless the first dimension of `x` is `batch`.
+pub fn ensure_batch<const D: usize>(what: &'static str, x: &Tensor<D>, batch: usize) -> Result<()> {
+    let dims = x.dims();
+    if dims[0] == batch {
+        Ok(())
+    } else {
+        let mut expected = dims.to_vec();
+        expected[0] = batch;
+        Err(Error::ShapeMismatch {
+            what,
+            expected,
+            actual: dims.to_vec(),
+        })
+    }
+}
+
+/// Reads a tensor back and fails with [`Error::NonFinite`] if any element is NaN or infinite.
+///
+/// This synchronises with the device; samplers call it only when the user opts in.
+pub fn ensure_finite<const D: usize>(what: impl Into<String>, x: &Tensor<D>) -> Result<()> {
+    let bad = x.clone().is_finite().bool_not().any().into_scalar::<bool>();
+    if bad {
+        Err(Error::NonFinite { what: what.into() })
+    } else {
+        Ok(())
+    }
+}
+
+/// A `[rows, cols]` f32 tensor from f64 rows (reference data, test fixtures).
+///
+/// # Panics
+/// If the rows have different lengths.
+pub fn tensor_from_rows(rows: &[Vec<f64>], device: &Device) -> Tensor<2> {
+    let cols = rows.first().map_or(0, Vec::len);
+    assert!(rows.iter().all(|r| r.len() == cols), "ragged rows");
+    let flat: Vec<f32> = rows.iter().flatten().map(|&v| v as f32).collect();
+    Tensor::from_data(TensorData::new(flat, [rows.len(), cols]), device)
+}
+
+/// The elements of a tensor, row-major, as f64 (reads the tensor back to the host).
+pub fn tensor_to_vec<const D: usize>(x: Tensor<D>) -> Vec<f64> {
+    x.try_into_vec_as::<f64>()
+        .expect("reading a float tensor back to the host")
+}
+
+/// The rows of a `[rows, cols]` tensor as f64 (reads the tensor back to the host).
+pub fn tensor_to_rows(x: Tensor<2>) -> Vec<Vec<f64>> {
+    let [_, cols] = x.dims();
+    tensor_to_vec(x)
+        .chunks(cols.max(1))
+        .map(<[f64]>::to_vec)
+        .collect()
+}

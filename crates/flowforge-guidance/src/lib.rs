@@ -1,0 +1,1 @@
+//! flowforge-guidance (work in progress).

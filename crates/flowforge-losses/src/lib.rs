@@ -1,0 +1,1 @@
+//! flowforge-losses (work in progress).

@@ -1,0 +1,1 @@
+//! flowforge-samplers (work in progress).

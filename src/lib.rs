@@ -1,0 +1,59 @@
+//! # flowforge
+//!
+//! Generative modelling on [burn](https://burn.dev): flow matching, diffusion and VAEs as
+//! composable parts.
+//!
+//! | crate | re-exported as | what lives there |
+//! |---|---|---|
+//! | `flowforge-core` | [`core`] (and the root) | time conventions, prediction kinds, model traits, errors |
+//! | `flowforge-paths` | [`paths`] | schedules and probability paths |
+//! | `flowforge-losses` | [`losses`] | training objectives |
+//! | `flowforge-samplers` | [`samplers`] | ODE/SDE solvers, DDPM, DDIM, time grids |
+//! | `flowforge-guidance` | [`guidance`] | classifier-free, classifier and gradient guidance |
+//! | `flowforge-plot` | [`plot`] | PNG plots for examples |
+//!
+//! This crate owns the backend features: `flex` (default, pure-Rust CPU), `ndarray`, `wgpu`,
+//! `cuda`. The library crates take a `&Device` and never pick a backend themselves, so
+//! [`default_device`] (burn's `Device::default()`) is whatever the enabled features make it.
+//!
+//! The convention everywhere: **t = 0 is the source (noise), t = 1 is the data**, and
+//! `x_t = σ_t x₀ + α_t x₁`. See `docs/conventions.md` for the mapping to diffusers, k-diffusion
+//! and flow_matching.
+#![warn(missing_docs)]
+
+pub use burn;
+pub use flowforge_core as core;
+pub use flowforge_guidance as guidance;
+pub use flowforge_losses as losses;
+pub use flowforge_paths as paths;
+pub use flowforge_plot as plot;
+pub use flowforge_samplers as samplers;
+
+pub use flowforge_core::{
+    Condition, Data, DiscreteTimesteps, EdmSigma, Error, Model, Noise, PredictionKind,
+    PredictionType, Predicted, Result, ReversedTime, Score, Time, Times, VPrediction, Velocity,
+    model_fn,
+};
+
+/// The default device of the enabled backends (burn's `Device::default()`): a GPU backend if
+/// one is enabled, otherwise the CPU (flex).
+pub fn default_device() -> burn::tensor::Device {
+    burn::tensor::Device::default()
+}
+
+/// The most used items in one import.
+pub mod prelude {
+    pub use crate::default_device;
+    pub use burn::tensor::{Device, Tensor};
+    pub use flowforge_core::prediction::{data, noise, score, v_prediction, velocity};
+    pub use flowforge_core::{
+        Condition, Data, Error, Model, Noise, PredictionKind, Predicted, Result, Score, Time,
+        Times, VPrediction, Velocity, model_fn,
+    };
+    pub use flowforge_paths::{
+        AffinePath, ConditionalPath, CondOt, CondOtConfig, Cosine, CosineConfig,
+        DiscreteSchedule, DiscreteScheduleConfig, Edm, EdmConfig, FnSchedule, LinearVp,
+        PathConfig, PolynomialConvex, PolynomialConvexConfig, Schedule, ScheduleConfig,
+        StochasticInterpolant, SubVp, SubVpConfig, Ve, VeConfig, Vp, VpConfig,
+    };
+}
