@@ -10,6 +10,7 @@
 //! | `flowforge-losses` | [`losses`] | training objectives |
 //! | `flowforge-samplers` | [`samplers`] | ODE/SDE solvers, DDPM, DDIM, time grids |
 //! | `flowforge-guidance` | [`guidance`] | classifier-free, classifier and gradient guidance |
+//! | `flowforge-data` | [`data`] | seeded 2-D toy distributions, Gaussian noise |
 //! | `flowforge-plot` | [`plot`] | PNG plots for examples |
 //!
 //! This crate owns the backend features: `flex` (default, pure-Rust CPU), `ndarray`, `wgpu`,
@@ -23,6 +24,7 @@
 
 pub use burn;
 pub use flowforge_core as core;
+pub use flowforge_data as data;
 pub use flowforge_guidance as guidance;
 pub use flowforge_losses as losses;
 pub use flowforge_paths as paths;
@@ -39,6 +41,48 @@ pub use flowforge_core::{
 /// one is enabled, otherwise the CPU (flex).
 pub fn default_device() -> burn::tensor::Device {
     burn::tensor::Device::default()
+}
+
+/// The backends enabled in this build, by the names [`device`] accepts.
+pub fn enabled_backends() -> Vec<&'static str> {
+    let mut names = Vec::new();
+    if cfg!(feature = "flex") {
+        names.push("flex");
+    }
+    if cfg!(feature = "ndarray") {
+        names.push("ndarray");
+    }
+    if cfg!(feature = "wgpu") {
+        names.push("wgpu");
+    }
+    if cfg!(feature = "cuda") {
+        names.push("cuda");
+    }
+    names
+}
+
+/// A device by backend name: `"default"`, `"flex"`, `"ndarray"`, `"wgpu"` or `"cuda"`.
+///
+/// # Errors
+/// [`Error::BackendUnavailable`] if the backend's cargo feature is not enabled.
+pub fn device(name: &str) -> Result<burn::tensor::Device> {
+    use burn::tensor::Device;
+    let device = match name {
+        "default" => Some(Device::default()),
+        #[cfg(feature = "flex")]
+        "flex" => Some(Device::flex()),
+        #[cfg(feature = "ndarray")]
+        "ndarray" => Some(Device::ndarray()),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Some(Device::wgpu(burn::tensor::DeviceKind::default())),
+        #[cfg(feature = "cuda")]
+        "cuda" => Some(Device::cuda(0)),
+        _ => None,
+    };
+    device.ok_or_else(|| Error::BackendUnavailable {
+        name: name.to_owned(),
+        enabled: enabled_backends().join(", "),
+    })
 }
 
 /// The most used items in one import.

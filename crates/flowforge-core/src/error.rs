@@ -141,6 +141,15 @@ pub enum Error {
         what: &'static str,
     },
 
+    /// A backend was asked for by name that this build does not enable.
+    #[error("backend `{name}` is not available in this build (enabled: {enabled}); enable the cargo feature of the same name")]
+    BackendUnavailable {
+        /// The requested backend.
+        name: String,
+        /// The backends this build enables.
+        enabled: String,
+    },
+
     /// A configuration could not be read or written.
     #[error("configuration error: {0}")]
     Config(String),
