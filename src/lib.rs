@@ -11,6 +11,7 @@
 //! | `flowforge-samplers` | [`samplers`] | ODE/SDE solvers, DDPM, DDIM, time grids |
 //! | `flowforge-guidance` | [`guidance`] | classifier-free, classifier and gradient guidance |
 //! | `flowforge-data` | [`data`] | seeded 2-D toy distributions, Gaussian noise |
+//! | `flowforge-metrics` | [`metrics`] | exact assignment, W2, energy distance, MMD |
 //! | `flowforge-plot` | [`plot`] | PNG plots for examples |
 //!
 //! This crate owns the backend features: `flex` (default, pure-Rust CPU), `ndarray`, `wgpu`,
@@ -27,6 +28,7 @@ pub use flowforge_core as core;
 pub use flowforge_data as data;
 pub use flowforge_guidance as guidance;
 pub use flowforge_losses as losses;
+pub use flowforge_metrics as metrics;
 pub use flowforge_paths as paths;
 pub use flowforge_plot as plot;
 pub use flowforge_samplers as samplers;

@@ -160,6 +160,8 @@ proptest! {
             let (da, ds) = (fd(&|t| s.alpha(t)), fd(&|t| s.sigma(t)));
             prop_assert!((s.d_alpha(t) - da).abs() <= 1e-6 * (1.0 + da.abs()), "{}: α̇({t}) = {} vs FD {da}", case.name, s.d_alpha(t));
             prop_assert!((s.d_sigma(t) - ds).abs() <= 1e-6 * (1.0 + ds.abs()), "{}: σ̇({t}) = {} vs FD {ds}", case.name, s.d_sigma(t));
+            let dv = fd(&|t| s.sigma(t).powi(2));
+            prop_assert!((s.d_sigma2(t) - dv).abs() <= 1e-6 * (1.0 + dv.abs()), "{}: d(σ²)/dt({t}) = {} vs FD {dv}", case.name, s.d_sigma2(t));
         }
     }
 

@@ -71,3 +71,27 @@ pub fn assert_tensor_close(what: &str, actual: Tensor<2>, expected: &Value, rel:
     let expected: Vec<f64> = rows(expected).into_iter().flatten().collect();
     assert_close(what, &tensor_to_vec(actual), &expected, rel, abs);
 }
+
+/// The flex CPU device configured for f64 tensors, for tight (1e-6 … 1e-12) comparisons with
+/// f64 references. Device settings are process-wide, so a test binary uses either this or
+/// [`device`], never both.
+pub fn device_f64() -> Device {
+    use burn::tensor::FloatDType;
+    use std::sync::OnceLock;
+    static CONFIGURED: OnceLock<()> = OnceLock::new();
+    let mut device = Device::flex();
+    CONFIGURED.get_or_init(|| {
+        device.configure(FloatDType::F64).expect("flex supports f64 tensors");
+    });
+    device
+}
+
+/// A `[batch, dim]` tensor on `device` from a JSON array of rows.
+pub fn tensor_on(v: &Value, device: &Device) -> Tensor<2> {
+    tensor_from_rows(&rows(v), device)
+}
+
+/// Flattened JSON rows.
+pub fn flat(v: &Value) -> Vec<f64> {
+    rows(v).into_iter().flatten().collect()
+}

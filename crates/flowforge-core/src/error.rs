@@ -134,6 +134,41 @@ pub enum Error {
         max: f64,
     },
 
+    /// A time grid is unusable: too few points, a point outside `[0, 1]`, or not strictly
+    /// monotone.
+    #[error("invalid time grid: {reason} (at index {index}, value {value})")]
+    InvalidGrid {
+        /// What is wrong.
+        reason: &'static str,
+        /// Index of the offending entry.
+        index: usize,
+        /// The offending value.
+        value: f64,
+    },
+
+    /// A sampler produced (or a model returned) NaN or infinity; reported when the opt-in
+    /// finite check is on.
+    #[error("non-finite {what} at step {step} (t = {t})")]
+    NonFiniteAt {
+        /// What went non-finite ("model output", "state").
+        what: &'static str,
+        /// Index of the step (0-based).
+        step: usize,
+        /// Time at which it happened.
+        t: f64,
+    },
+
+    /// An adaptive solver used up its step budget before reaching the end time.
+    #[error("step budget of {max_steps} exhausted at t = {t} (target {t_end}); loosen rtol/atol or raise max_steps")]
+    StepBudgetExceeded {
+        /// The budget.
+        max_steps: usize,
+        /// How far the solver got.
+        t: f64,
+        /// Where it had to go.
+        t_end: f64,
+    },
+
     /// A required input was not supplied (e.g. the noise of a stochastic interpolant).
     #[error("missing input: {what}")]
     MissingInput {

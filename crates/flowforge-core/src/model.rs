@@ -21,6 +21,7 @@
 //! ```
 
 use crate::prediction::{PredictionType, Predicted};
+use crate::error::Result;
 use crate::time::Times;
 use burn::tensor::{Int, Tensor};
 
@@ -75,12 +76,17 @@ pub trait Model<const D: usize> {
     type Prediction: PredictionType;
 
     /// Predict at `(x_t, t)` given `condition`.
+    ///
+    /// # Errors
+    /// A model that can be handed unusable input (an input of the wrong dimension for an
+    /// analytic oracle, a class index out of range for a conditional network) reports it as a
+    /// typed error rather than panicking.
     fn predict(
         &self,
         x_t: Tensor<D>,
         t: &Times,
         condition: &Condition,
-    ) -> Predicted<Self::Prediction, D>;
+    ) -> Result<Predicted<Self::Prediction, D>>;
 }
 
 /// Closures `|x_t, t| …` are unconditional models; they ignore the condition.
@@ -91,8 +97,8 @@ where
 {
     type Prediction = P;
 
-    fn predict(&self, x_t: Tensor<D>, t: &Times, _condition: &Condition) -> Predicted<P, D> {
-        self(x_t, t)
+    fn predict(&self, x_t: Tensor<D>, t: &Times, _condition: &Condition) -> Result<Predicted<P, D>> {
+        Ok(self(x_t, t))
     }
 }
 

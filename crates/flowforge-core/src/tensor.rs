@@ -50,14 +50,15 @@ pub fn ensure_finite<const D: usize>(what: impl Into<String>, x: &Tensor<D>) -> 
     }
 }
 
-/// A `[rows, cols]` f32 tensor from f64 rows (reference data, test fixtures).
+/// A `[rows, cols]` tensor from f64 rows (reference data, test fixtures), in the device's
+/// float dtype.
 ///
 /// # Panics
 /// If the rows have different lengths.
 pub fn tensor_from_rows(rows: &[Vec<f64>], device: &Device) -> Tensor<2> {
     let cols = rows.first().map_or(0, Vec::len);
     assert!(rows.iter().all(|r| r.len() == cols), "ragged rows");
-    let flat: Vec<f32> = rows.iter().flatten().map(|&v| v as f32).collect();
+    let flat: Vec<f64> = rows.iter().flatten().copied().collect();
     Tensor::from_data(TensorData::new(flat, [rows.len(), cols]), device)
 }
 

@@ -330,7 +330,8 @@ impl Times {
 
     /// The times as a `[batch]` tensor on `device` (what a network's time embedding consumes).
     pub fn to_tensor(&self, device: &Device) -> Tensor<1> {
-        let values: Vec<f32> = self.to_vec().into_iter().map(|t| t as f32).collect();
+        // f64 host data is cast to the device's float dtype on creation (f32 by default).
+        let values = self.to_vec();
         let n = values.len();
         Tensor::from_data(TensorData::new(values, [n]), device)
     }
@@ -412,8 +413,7 @@ impl Coefficient {
     fn column<const D: usize>(&self, values: &[f64], device: &Device) -> Tensor<D> {
         let mut shape = [1usize; D];
         shape[0] = values.len();
-        let data: Vec<f32> = values.iter().map(|&v| v as f32).collect();
-        Tensor::from_data(TensorData::new(data, shape), device)
+        Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
     }
 }
 

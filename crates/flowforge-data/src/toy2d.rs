@@ -162,9 +162,9 @@ impl Toy2d {
     }
 }
 
-/// `[n, 2]` f32 tensor from points.
+/// `[n, 2]` tensor from points (in the device's float dtype).
 pub fn points_to_tensor(points: &[[f64; 2]], device: &Device) -> Tensor<2> {
-    let flat: Vec<f32> = points.iter().flat_map(|p| [p[0] as f32, p[1] as f32]).collect();
+    let flat: Vec<f64> = points.iter().flat_map(|p| [p[0], p[1]]).collect();
     Tensor::from_data(TensorData::new(flat, [points.len(), 2]), device)
 }
 

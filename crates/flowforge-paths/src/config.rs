@@ -108,6 +108,9 @@ impl Schedule for AnySchedule {
     fn d_sigma(&self, t: f64) -> f64 {
         dispatch!(self, s => s.d_sigma(t))
     }
+    fn d_sigma2(&self, t: f64) -> f64 {
+        dispatch!(self, s => s.d_sigma2(t))
+    }
     fn snr_inverse(&self, snr: f64) -> Result<f64> {
         dispatch!(self, s => s.snr_inverse(snr))
     }

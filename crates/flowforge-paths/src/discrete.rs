@@ -240,7 +240,7 @@ impl DiscreteSchedule {
         let mut shape = [1usize; D];
         shape[0] = bars.len();
         let column = |f: &dyn Fn(f64) -> f64| {
-            let values: Vec<f32> = bars.iter().map(|&a| f(a) as f32).collect();
+            let values: Vec<f64> = bars.iter().map(|&a| f(a)).collect();
             Tensor::<D>::from_data(TensorData::new(values, shape), &device)
         };
         let signal = column(&|a| a.sqrt());
@@ -290,6 +290,9 @@ impl Schedule for DiscreteSchedule {
     }
     fn d_sigma(&self, t: f64) -> f64 {
         -self.d_alpha_bar_continuous(t) / (2.0 * self.sigma(t))
+    }
+    fn d_sigma2(&self, t: f64) -> f64 {
+        -self.d_alpha_bar_continuous(t)
     }
 }
 

@@ -41,6 +41,14 @@ pub trait Schedule: fmt::Debug + Send + Sync {
     /// dσ_t/dt.
     fn d_sigma(&self, t: f64) -> f64;
 
+    /// `d(σ_t²)/dt = 2 σ_t σ̇_t`, the rate of change of the noise variance.
+    ///
+    /// Variance-preserving schedules override it with a form that stays finite at σ_t = 0,
+    /// where σ̇_t itself is infinite (VP at t = 1); analytic velocities use it.
+    fn d_sigma2(&self, t: f64) -> f64 {
+        2.0 * self.sigma(t) * self.d_sigma(t)
+    }
+
     /// All four values at `t`.
     fn values(&self, t: f64) -> ScheduleValues {
         ScheduleValues {
@@ -175,6 +183,7 @@ macro_rules! forward_schedule {
             fn d_alpha(&self, t: f64) -> f64 { (**self).d_alpha(t) }
             fn d_sigma(&self, t: f64) -> f64 { (**self).d_sigma(t) }
             fn values(&self, t: f64) -> ScheduleValues { (**self).values(t) }
+            fn d_sigma2(&self, t: f64) -> f64 { (**self).d_sigma2(t) }
             fn snr(&self, t: f64) -> f64 { (**self).snr(t) }
             fn log_snr(&self, t: f64) -> f64 { (**self).log_snr(t) }
             fn snr_inverse(&self, snr: f64) -> Result<f64> { (**self).snr_inverse(snr) }

@@ -227,6 +227,9 @@ impl Schedule for LinearVp {
     fn d_sigma(&self, t: f64) -> f64 {
         -t / (1.0 - t * t).sqrt()
     }
+    fn d_sigma2(&self, t: f64) -> f64 {
+        -2.0 * t
+    }
     fn snr_inverse(&self, snr: f64) -> Result<f64> {
         check_snr(snr)?;
         Ok(if snr.is_infinite() { 1.0 } else { snr / (1.0 + snr * snr).sqrt() })
@@ -366,6 +369,10 @@ impl Schedule for Vp {
     fn d_sigma(&self, t: f64) -> f64 {
         let b = self.beta.integral(t);
         0.5 * self.beta.d_integral(t) * (-b).exp() / (-(-b).exp_m1()).sqrt()
+    }
+    fn d_sigma2(&self, t: f64) -> f64 {
+        // σ² = 1 − e^{−B}
+        self.beta.d_integral(t) * (-self.beta.integral(t)).exp()
     }
     fn snr_inverse(&self, snr: f64) -> Result<f64> {
         check_snr(snr)?;
