@@ -116,35 +116,63 @@ impl<S: Schedule> AffinePath<S> {
         Ok(PathSample { x_t, dx_t })
     }
 
+    /// The point `x_t = σ_t x₀ + α_t x₁` alone (no velocity, so no singular derivative).
+    ///
+    /// # Errors
+    /// Shape errors as [`AffinePath::sample`].
+    pub fn point<const D: usize>(&self, x0: Tensor<D>, x1: Tensor<D>, t: &Times) -> Result<Tensor<D>> {
+        ensure_same_shape("x1 vs x0", &x0, &x1)?;
+        ensure_batch("x0 vs times", &x0, t.len())?;
+        let alpha = t.map(|t| self.schedule.alpha(t));
+        let sigma = t.map(|t| self.schedule.sigma(t));
+        Ok(sigma.combine(x0, &alpha, x1))
+    }
+
     /// The conditional regression target of prediction kind `P` for the pair `(x0, x1)`:
     /// noise `x₀`, data `x₁`, velocity `σ̇ x₀ + α̇ x₁`, v `α x₀ − σ x₁`, score `−x₀/σ`
     /// (the score of `N(α_t x₁, σ_t² I)` at `x_t`).
     ///
     /// # Errors
     /// Shape errors as [`AffinePath::sample`]; [`Error::SingularConversion`] for the score
-    /// where σ_t = 0.
+    /// where σ_t = 0; [`Error::SingularTime`] for the velocity where a derivative is infinite.
     pub fn target<P: PredictionType, const D: usize>(
         &self,
         x0: Tensor<D>,
         x1: Tensor<D>,
         t: &Times,
     ) -> Result<Predicted<P, D>> {
+        self.target_kind(P::KIND, x0, x1, t).map(Predicted::new)
+    }
+
+    /// [`AffinePath::target`] with a runtime kind.
+    ///
+    /// # Errors
+    /// As [`AffinePath::target`].
+    pub fn target_kind<const D: usize>(
+        &self,
+        kind: PredictionKind,
+        x0: Tensor<D>,
+        x1: Tensor<D>,
+        t: &Times,
+    ) -> Result<Tensor<D>> {
         ensure_same_shape("x1 vs x0", &x0, &x1)?;
         ensure_batch("x0 vs times", &x0, t.len())?;
-        let c = self.coefficients(t);
-        let tensor = match P::KIND {
+        Ok(match kind {
             PredictionKind::Noise => x0,
             PredictionKind::Data => x1,
-            PredictionKind::Velocity => c.d_sigma.combine(x0, &c.d_alpha, x1),
-            PredictionKind::VPrediction => c.alpha.combine(x0, &c.sigma.map(|s| -s), x1),
+            PredictionKind::Velocity => self.sample(x0, x1, t)?.dx_t,
+            PredictionKind::VPrediction => {
+                let alpha = t.map(|t| self.schedule.alpha(t));
+                let minus_sigma = t.map(|t| -self.schedule.sigma(t));
+                alpha.combine(x0, &minus_sigma, x1)
+            }
             PredictionKind::Score => {
                 let scale = self.per_time(t, |v| {
                     nonzero(v.sigma, "σ_t = 0").map(|sigma| -1.0 / sigma)
                 }, PredictionKind::Noise, PredictionKind::Score)?;
                 scale.scale(x0)
             }
-        };
-        Ok(Predicted::new(tensor))
+        })
     }
 
     /// Convert a prediction of kind `F` at `(x_t, t)` into kind `T`.

@@ -474,3 +474,28 @@ impl<'a, M: Model<D>, S: Schedule, const D: usize> Sampler<PathModel<'a, M, S>, 
 pub fn noise_to_signal<S: Schedule + ?Sized>(schedule: &S, t: f64) -> Result<f64> {
     Ok(schedule.edm_sigma(Time::new(t)?).value())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+    use flowforge_core::tensor::{tensor_from_rows, tensor_to_vec};
+
+    #[test]
+    fn dynamic_thresholding_matches_the_imagen_rule() {
+        let x = tensor_from_rows(&[vec![0.5, 2.0, -3.0, 1.0], vec![0.1, -0.2, 0.3, 0.4]], &Device::flex());
+        let clip = SampleClipping::Dynamic { ratio: 0.5, max_value: 10.0 };
+        let out = tensor_to_vec(clip.apply(x));
+        // Row 0: |x| sorted = [0.5, 1, 2, 3]; the 0.5 quantile (torch's linear rule) is 1.5, so
+        // x is clamped to [−1.5, 1.5] and divided by 1.5.
+        let expected_row0 = [0.5 / 1.5, 1.0, -1.0, 1.0 / 1.5];
+        // Row 1: the quantile 0.25 is below 1, so s = 1 and the row is unchanged.
+        let expected_row1 = [0.1, -0.2, 0.3, 0.4];
+        for (a, e) in out.iter().zip(expected_row0.iter().chain(&expected_row1)) {
+            assert!((a - e).abs() < 1e-6, "{a} vs {e}");
+        }
+        let clip = SampleClipping::Clip { range: 1.0 };
+        let x = tensor_from_rows(&[vec![-2.0, 0.5, 3.0]], &Device::flex());
+        assert_eq!(tensor_to_vec(clip.apply(x)), vec![-1.0, 0.5, 1.0]);
+    }
+}
