@@ -33,7 +33,6 @@ pub use flowforge_paths as paths;
 pub use flowforge_plot as plot;
 pub use flowforge_samplers as samplers;
 
-pub use flowforge_core::prediction::{data, noise, score, v_prediction, velocity};
 pub use flowforge_core::{
     Condition, Data, DiscreteTimesteps, EdmSigma, Error, Model, Noise, PredictionKind,
     PredictionType, Predicted, Result, ReversedTime, Score, Time, Times, VPrediction, Velocity,

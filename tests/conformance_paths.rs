@@ -141,22 +141,6 @@ fn torchcfm_constant_sigma_path_matches_to_1e_5() {
     assert_tensor_close("compute_conditional_flow", sample.dx_t, &out["compute_conditional_flow"], TENSOR_REL, TENSOR_ABS);
 }
 
-fn diffusers_schedule(kind: &str) -> DiscreteSchedule {
-    let beta_schedule = match kind {
-        "linear" => BetaSchedule::Linear,
-        "scaled_linear" => BetaSchedule::ScaledLinear,
-        "squaredcos_cap_v2" => BetaSchedule::SquaredcosCapV2,
-        other => panic!("unknown beta schedule {other}"),
-    };
-    DiscreteScheduleConfig::new()
-        .with_num_train_timesteps(1000)
-        .with_beta_start(0.0001)
-        .with_beta_end(0.02)
-        .with_beta_schedule(beta_schedule)
-        .init()
-        .unwrap()
-}
-
 #[test]
 fn diffusers_ddpm_tables_match_to_1e_12() {
     let reference = reference("diffusers_ddpm_f64.json");

@@ -110,16 +110,6 @@ fn kdiffusion_sample_heun_n10_and_n40() {
     run_kdiffusion(Heun, "sample_heun|n=40");
 }
 
-fn diffusers_schedule(kind: &str) -> DiscreteSchedule {
-    let beta_schedule = match kind {
-        "linear" => BetaSchedule::Linear,
-        "scaled_linear" => BetaSchedule::ScaledLinear,
-        "squaredcos_cap_v2" => BetaSchedule::SquaredcosCapV2,
-        other => panic!("unknown beta schedule {other}"),
-    };
-    DiscreteScheduleConfig::new().with_beta_schedule(beta_schedule).init().unwrap()
-}
-
 /// A model that returns a stored output, whatever its input.
 fn stored<P: PredictionType>(output: Tensor<2>) -> impl Fn(Tensor<2>, &Times) -> Predicted<P, 2> {
     move |_x, _t| Predicted::new(output.clone())

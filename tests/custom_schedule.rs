@@ -12,7 +12,8 @@ use flowforge::losses::RegressionLoss;
 use flowforge::paths::*;
 use flowforge::samplers::oracle::GaussianOracle;
 use flowforge::samplers::*;
-use flowforge::{Condition, Times, Velocity, model_fn, noise};
+use flowforge::prelude::{noise, velocity};
+use flowforge::{Condition, Times, Velocity, model_fn};
 
 /// κ_t = t² written by a user as a trait impl.
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +57,7 @@ fn run<S: Schedule + Clone>(schedule: S) -> (Vec<Tensor<2>>, Vec<f64>) {
     ];
     let t = Times::per_sample((0..256).map(|i| 0.05 + 0.9 * i as f64 / 255.0).collect()).unwrap();
     let loss = RegressionLoss::new(path.clone());
-    let linear_velocity = model_fn(|x: Tensor<2>, _t: &Times| flowforge::velocity(x.mul_scalar(-0.5)));
+    let linear_velocity = model_fn(|x: Tensor<2>, _t: &Times| velocity(x.mul_scalar(-0.5)));
     let linear_noise = model_fn(|x: Tensor<2>, _t: &Times| noise(x.mul_scalar(0.3)));
     let losses = vec![
         loss.loss(&linear_velocity, x0.clone(), x1.clone(), None, &t, &Condition::none()).unwrap().into_scalar::<f64>(),

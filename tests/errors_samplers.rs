@@ -7,7 +7,8 @@ use common::*;
 use flowforge::core::tensor::tensor_from_rows;
 use flowforge::paths::*;
 use flowforge::samplers::*;
-use flowforge::{Error, Times, model_fn, velocity};
+use flowforge::prelude::velocity;
+use flowforge::{Error, Times, model_fn};
 
 fn x() -> Tensor<2> {
     tensor_from_rows(&[vec![0.5, -0.5], vec![1.0, 2.0]], &device())

@@ -9,7 +9,8 @@ use flowforge::data::{rng, standard_normal};
 use flowforge::paths::*;
 use flowforge::samplers::oracle::{EmpiricalOracle, MixtureOracle};
 use flowforge::samplers::*;
-use flowforge::{Times, model_fn, velocity};
+use flowforge::prelude::velocity;
+use flowforge::{Times, model_fn};
 
 #[test]
 fn observer_sees_every_step_and_save_at_records_the_trajectory() {

@@ -95,3 +95,21 @@ pub fn tensor_on(v: &Value, device: &Device) -> Tensor<2> {
 pub fn flat(v: &Value) -> Vec<f64> {
     rows(v).into_iter().flatten().collect()
 }
+
+/// diffusers' `DDPMScheduler` table for `beta_schedule` (T = 1000, β from 1e-4 to 0.02).
+pub fn diffusers_schedule(kind: &str) -> flowforge::paths::DiscreteSchedule {
+    use flowforge::paths::{BetaSchedule, DiscreteScheduleConfig};
+    let beta_schedule = match kind {
+        "linear" => BetaSchedule::Linear,
+        "scaled_linear" => BetaSchedule::ScaledLinear,
+        "squaredcos_cap_v2" => BetaSchedule::SquaredcosCapV2,
+        other => panic!("unknown beta schedule {other}"),
+    };
+    DiscreteScheduleConfig::new()
+        .with_num_train_timesteps(1000)
+        .with_beta_start(0.0001)
+        .with_beta_end(0.02)
+        .with_beta_schedule(beta_schedule)
+        .init()
+        .unwrap()
+}

@@ -271,6 +271,26 @@ pub mod check {
         }
     }
 
+    /// `lower ≤ upper`, both already validated individually.
+    pub fn not_greater(
+        lower_name: &'static str,
+        lower: f64,
+        upper_name: &'static str,
+        upper: f64,
+    ) -> Result<()> {
+        if lower <= upper {
+            Ok(())
+        } else {
+            Err(Error::InconsistentParameters {
+                first: lower_name,
+                first_value: lower,
+                second: upper_name,
+                second_value: upper,
+                requirement: "the first must not exceed the second",
+            })
+        }
+    }
+
     /// A count must be at least one.
     pub fn count_at_least_one(name: &'static str, value: usize) -> Result<usize> {
         if value >= 1 {

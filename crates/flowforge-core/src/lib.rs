@@ -6,8 +6,8 @@
 //!   timesteps, EDM sigmas and the reversed convention;
 //! - [`prediction`]: the five prediction kinds (noise, data, velocity, v, score) as values and
 //!   as types;
-//! - [`model`]: the [`Model`](model::Model) trait, implemented by networks and by closures;
-//! - [`error`]: the single typed [`Error`](error::Error);
+//! - [`model`]: the [`Model`] trait, implemented by networks and by closures;
+//! - [`error`]: the single typed [`Error`];
 //! - [`tensor`]: shape checks and host ↔ device helpers.
 //!
 //! Library crates take a `&Device` and enable no burn backend; the umbrella crate `flowforge`

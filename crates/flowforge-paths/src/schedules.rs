@@ -8,7 +8,9 @@ use crate::schedule::{ConvexSchedule, Schedule, check_snr, inverse_in_range};
 use burn::config::Config;
 use core::f64::consts::FRAC_PI_2;
 use flowforge_core::error::check;
-use flowforge_core::{Error, Result};
+use flowforge_core::Result;
+#[cfg(any(doc, test))]
+use flowforge_core::Error;
 
 // ---------------------------------------------------------------------------------------------
 // CondOT
@@ -299,15 +301,7 @@ impl LinearBeta {
     fn new(beta_min: f64, beta_max: f64) -> Result<Self> {
         check::positive("beta_min", beta_min)?;
         check::positive("beta_max", beta_max)?;
-        if beta_min > beta_max {
-            return Err(Error::InconsistentParameters {
-                first: "beta_min",
-                first_value: beta_min,
-                second: "beta_max",
-                second_value: beta_max,
-                requirement: "beta_min must not exceed beta_max",
-            });
-        }
+        check::not_greater("beta_min", beta_min, "beta_max", beta_max)?;
         Ok(Self { beta_min, beta_max })
     }
 

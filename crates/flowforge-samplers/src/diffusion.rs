@@ -348,15 +348,7 @@ impl EdmStochastic {
             return Err(Error::invalid("s_max", s_max, ">= 0 (infinity allowed)"));
         }
         check::positive("s_noise", s_noise)?;
-        if s_min > s_max {
-            return Err(Error::InconsistentParameters {
-                first: "s_min",
-                first_value: s_min,
-                second: "s_max",
-                second_value: s_max,
-                requirement: "s_min must not exceed s_max",
-            });
-        }
+        check::not_greater("s_min", s_min, "s_max", s_max)?;
         Ok(Self {
             s_churn,
             s_min,
