@@ -21,6 +21,25 @@
 //! The convention everywhere: **t = 0 is the source (noise), t = 1 is the data**, and
 //! `x_t = σ_t x₀ + α_t x₁`. See `docs/conventions.md` for the mapping to diffusers, k-diffusion
 //! and flow_matching.
+//!
+//! ## Quick start
+//!
+//! ```
+//! use flowforge::prelude::*;
+//! use flowforge::samplers::{oracle::MixtureOracle, solve, Ddim, NoNoise, PathModel, SolveOptions, TimeGrid};
+//!
+//! let device = default_device();
+//! // What: a model bound to the path it was trained on (here the exact denoiser of a mixture).
+//! let schedule = VpConfig::new().init()?;
+//! let path = AffinePath::new(schedule);
+//! let model = MixtureOracle::new(schedule, vec![0.5, 0.5], vec![vec![-2.0, 0.0], vec![2.0, 0.0]], vec![0.3, 0.3])?;
+//! let field = PathModel::new(&model, &path);
+//! // How, when, and from where.
+//! let x0 = Tensor::<2>::random([1000, 2], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+//! let samples = solve(&field, &Ddim::new(0.0)?, x0, &TimeGrid::uniform(50)?, &mut NoNoise, SolveOptions::default())?;
+//! assert_eq!(samples.evaluations, 50);
+//! # Ok::<(), flowforge::Error>(())
+//! ```
 #![warn(missing_docs)]
 
 pub use burn;
