@@ -342,6 +342,23 @@ mod tests {
     }
 
     #[test]
+    fn sigmoid_betas_follow_the_logistic_curve() {
+        let s = DiscreteScheduleConfig::new()
+            .with_beta_schedule(BetaSchedule::Sigmoid)
+            .with_beta_start(0.0001)
+            .with_beta_end(0.02)
+            .init()
+            .unwrap();
+        let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let b = s.betas();
+        assert_relative_eq!(b[0], sigmoid(-6.0) * (0.02 - 0.0001) + 0.0001, max_relative = 1e-14);
+        assert_relative_eq!(b[999], sigmoid(6.0) * (0.02 - 0.0001) + 0.0001, max_relative = 1e-14);
+        // Symmetric about the middle: β_k + β_{T−1−k} = β_start + β_end.
+        assert_relative_eq!(b[100] + b[899], 0.0201, max_relative = 1e-12);
+        assert!(b.windows(2).all(|w| w[1] > w[0]));
+    }
+
+    #[test]
     fn invalid_betas_are_typed_errors() {
         let err = DiscreteScheduleConfig::new().with_beta_end(1.5).init().unwrap_err();
         assert!(matches!(err, Error::InvalidParameter { name: "beta_end", .. }));

@@ -120,11 +120,24 @@ fn transition(cur: ScheduleValues, next: ScheduleValues) -> (f64, f64) {
 /// (σ_s = 0). Works for any prediction kind and any affine schedule; on a discrete schedule at
 /// consecutive levels it is diffusers' `DDPMScheduler.step`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(try_from = "DdpmParams")]
 pub struct Ddpm {
-    /// Posterior variance choice.
-    pub variance: DdpmVariance,
-    /// Post-processing of x̂₁.
-    pub clipping: SampleClipping,
+    variance: DdpmVariance,
+    clipping: SampleClipping,
+}
+
+/// The serialised form of [`Ddpm`], validated on load.
+#[derive(Deserialize)]
+struct DdpmParams {
+    variance: DdpmVariance,
+    clipping: SampleClipping,
+}
+
+impl TryFrom<DdpmParams> for Ddpm {
+    type Error = Error;
+    fn try_from(p: DdpmParams) -> Result<Self> {
+        Self::new(p.variance, p.clipping)
+    }
 }
 
 impl Ddpm {
@@ -137,6 +150,16 @@ impl Ddpm {
             variance,
             clipping: clipping.validate()?,
         })
+    }
+
+    /// The posterior variance choice.
+    pub fn variance(&self) -> DdpmVariance {
+        self.variance
+    }
+
+    /// The post-processing of x̂₁.
+    pub fn clipping(&self) -> SampleClipping {
+        self.clipping
     }
 
     /// The posterior of the step `t_cur → t_next` given x̂₁ (already clipped) and `x_t`.
@@ -202,9 +225,24 @@ impl<'a, M: Model<D>, S: Schedule, const D: usize> Sampler<PathModel<'a, M, S>, 
 /// (the probability-flow ODE's Euler step in the noise-to-signal clock), η = 1 is DDPM-like.
 /// Steps to the next entry of its grid, whatever the spacing.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(try_from = "DdimParams")]
 pub struct Ddim {
     eta: f64,
     clipping: SampleClipping,
+}
+
+/// The serialised form of [`Ddim`], validated on load.
+#[derive(Deserialize)]
+struct DdimParams {
+    eta: f64,
+    clipping: SampleClipping,
+}
+
+impl TryFrom<DdimParams> for Ddim {
+    type Error = Error;
+    fn try_from(p: DdimParams) -> Result<Self> {
+        Self::new(p.eta)?.with_clipping(p.clipping)
+    }
 }
 
 impl Ddim {
@@ -312,15 +350,28 @@ impl<'a, M: Model<D>, S: Schedule, const D: usize> Sampler<PathModel<'a, M, S>, 
 /// `σ̃ ∈ [S_min, S_max]`, take a Heun step down to the next level, and skip the correction when
 /// the next level is σ̃ = 0.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "EdmParams")]
 pub struct EdmStochastic {
-    /// S_churn: total churn over the run (0 gives the deterministic Heun sampler).
-    pub s_churn: f64,
-    /// S_min: churn only at σ̃ ≥ S_min.
-    pub s_min: f64,
-    /// S_max: churn only at σ̃ ≤ S_max.
-    pub s_max: f64,
-    /// S_noise: scale of the added noise (slightly above 1 counteracts detail loss).
-    pub s_noise: f64,
+    s_churn: f64,
+    s_min: f64,
+    s_max: f64,
+    s_noise: f64,
+}
+
+/// The serialised form of [`EdmStochastic`], validated on load.
+#[derive(Deserialize)]
+struct EdmParams {
+    s_churn: f64,
+    s_min: f64,
+    s_max: f64,
+    s_noise: f64,
+}
+
+impl TryFrom<EdmParams> for EdmStochastic {
+    type Error = Error;
+    fn try_from(p: EdmParams) -> Result<Self> {
+        Self::new(p.s_churn, p.s_min, p.s_max, p.s_noise)
+    }
 }
 
 impl Default for EdmStochastic {
@@ -336,7 +387,9 @@ impl Default for EdmStochastic {
 }
 
 impl EdmStochastic {
-    /// A stochastic EDM sampler.
+    /// A stochastic EDM sampler with `S_churn` (total churn over the run; 0 is deterministic
+    /// Heun), `S_min`/`S_max` (churn only for σ̃ in this range) and `S_noise` (scale of the
+    /// added noise; slightly above 1 counteracts detail loss).
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] for negative or NaN parameters,
