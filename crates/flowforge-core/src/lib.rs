@@ -8,6 +8,7 @@
 //!   as types;
 //! - [`model`]: the [`Model`] trait, implemented by networks and by closures;
 //! - [`error`]: the single typed [`Error`];
+//! - [`jvp`]: forward-mode tangent propagation ([`Dual`](jvp::Dual)) and finite-difference JVPs;
 //! - [`tensor`]: shape checks and host ↔ device helpers.
 //!
 //! Library crates take a `&Device` and enable no burn backend; the umbrella crate `flowforge`
@@ -15,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod jvp;
 pub mod model;
 pub mod prediction;
 pub mod tensor;

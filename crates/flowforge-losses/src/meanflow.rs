@@ -1,0 +1,299 @@
+//! MeanFlow: one-step generation by regressing the average velocity (Geng, Deng, Bai, Kolter &
+//! He, *Mean Flows for One-step Generative Modeling*, 2025).
+//!
+//! ## Conventions
+//!
+//! flowforge runs time from noise (t = 0) to data (t = 1). An *average-velocity* model
+//! `ū(x, a, b)` with `a ≤ b` predicts the displacement per unit time of the flow from time `a`
+//! to the cleaner time `b`: `x_b = x_a + (b − a) ū(x_a, a, b)`. Differentiating
+//! `(b − a) ū = ∫_a^b u dτ` in `a` gives the MeanFlow identity
+//!
+//! `ū(x_a, a, b) = u(x_a, a) + (b − a) d/da ū(x_a, a, b)`,
+//!
+//! with `d/da` the total derivative along the flow — the JVP of ū along `(u, 1, 0)`. Training
+//! regresses ū onto `target = v + (b − a) JVP(ū; v, 1, 0)` under stop-gradient, `v` the
+//! conditional velocity `x₁ − x₀`.
+//!
+//! The paper writes `z_t = (1 − t) x + t ε` (t = 1 noise) and `u(z, r, t)` with `r ≤ t`. The
+//! two conventions are related by [`ReversedTime`] (`a = 1 − t`, `b = 1 − r`) and a sign: the
+//! paper's velocities point from data to noise, so `ū = −u`, `v_flowforge = −v_paper`, the JVP
+//! along `(v, 1, 0)` equals the paper's `du/dt` along `(v, 0, 1)`, and the target is minus the
+//! paper's `u_tgt`. [`PaperCoordinates`] performs these conversions.
+
+use burn::tensor::{Device, Tensor};
+use flowforge_core::error::check;
+use flowforge_core::jvp::{Dual, dual_column, jvp_finite_difference};
+use flowforge_core::{Coefficient, Condition, Error, Result, ReversedTime, Time, Times};
+
+/// A model of the average velocity `ū(x, a, b)` over `[a, b]` (flowforge time, `a ≤ b`).
+pub trait AverageVelocityModel<const D: usize> {
+    /// `ū(x, a, b)` for a batch (`a`, `b` one time per sample).
+    ///
+    /// # Errors
+    /// Whatever the model reports.
+    fn average_velocity(&self, x: Tensor<D>, a: &Times, b: &Times, condition: &Condition) -> Result<Tensor<D>>;
+}
+
+/// An average-velocity model that can also give its JVP along `(ẋ, ȧ, ḃ)`.
+///
+/// Implemented exactly by tangent propagation ([`DualFn`], flowforge's networks) or
+/// approximately for any model by [`FiniteDifference`].
+pub trait AverageVelocityJvp<const D: usize>: AverageVelocityModel<D> {
+    /// `(ū, JVP)` at `(x, a, b)` along `(x_dot, a_dot, b_dot)` (the time tangents are the same
+    /// for every sample).
+    ///
+    /// # Errors
+    /// Whatever the model reports.
+    #[allow(clippy::too_many_arguments)]
+    fn average_velocity_jvp(
+        &self,
+        x: Tensor<D>,
+        x_dot: Tensor<D>,
+        a: &Times,
+        a_dot: f64,
+        b: &Times,
+        b_dot: f64,
+        condition: &Condition,
+    ) -> Result<(Tensor<D>, Tensor<D>)>;
+}
+
+/// An average-velocity function written with [`Dual`] operations, `|x, a, b| ū` where `a`, `b`
+/// are `[batch, 1]` dual columns: its JVP is exact.
+pub struct DualFn<F>(pub F);
+
+fn time_columns(t: &Times, dot: f64, device: &Device) -> Dual<2> {
+    let values = t.to_vec();
+    let dots = vec![dot; values.len()];
+    dual_column(&values, &dots, device)
+}
+
+impl<F, const D: usize> AverageVelocityModel<D> for DualFn<F>
+where
+    F: Fn(Dual<D>, Dual<2>, Dual<2>) -> Dual<D>,
+{
+    fn average_velocity(&self, x: Tensor<D>, a: &Times, b: &Times, _condition: &Condition) -> Result<Tensor<D>> {
+        let device = x.device();
+        let (a, b) = (time_columns(a, 0.0, &device), time_columns(b, 0.0, &device));
+        Ok((self.0)(Dual::constant(x), a, b).primal)
+    }
+}
+
+impl<F, const D: usize> AverageVelocityJvp<D> for DualFn<F>
+where
+    F: Fn(Dual<D>, Dual<2>, Dual<2>) -> Dual<D>,
+{
+    fn average_velocity_jvp(
+        &self,
+        x: Tensor<D>,
+        x_dot: Tensor<D>,
+        a: &Times,
+        a_dot: f64,
+        b: &Times,
+        b_dot: f64,
+        _condition: &Condition,
+    ) -> Result<(Tensor<D>, Tensor<D>)> {
+        let device = x.device();
+        let out = (self.0)(Dual::new(x, x_dot), time_columns(a, a_dot, &device), time_columns(b, b_dot, &device));
+        Ok((out.primal, out.tangent))
+    }
+}
+
+/// Any average-velocity model, with its JVP by finite differences of step `h`
+/// ([`jvp_finite_difference`]: central inside `[0, 1]`, one-sided at its ends).
+pub struct FiniteDifference<'m, M> {
+    model: &'m M,
+    h: f64,
+}
+
+impl<'m, M> FiniteDifference<'m, M> {
+    /// Wrap `model` with step `h` (1e-3 suits f32).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless `0 < h < 0.25`.
+    pub fn new(model: &'m M, h: f64) -> Result<Self> {
+        check::positive("h", h)?;
+        if h >= 0.25 {
+            return Err(Error::invalid("h", h, "< 0.25"));
+        }
+        Ok(Self { model, h })
+    }
+}
+
+impl<M: AverageVelocityModel<D>, const D: usize> AverageVelocityModel<D> for FiniteDifference<'_, M> {
+    fn average_velocity(&self, x: Tensor<D>, a: &Times, b: &Times, condition: &Condition) -> Result<Tensor<D>> {
+        self.model.average_velocity(x, a, b, condition)
+    }
+}
+
+impl<M: AverageVelocityModel<D>, const D: usize> AverageVelocityJvp<D> for FiniteDifference<'_, M> {
+    fn average_velocity_jvp(
+        &self,
+        x: Tensor<D>,
+        x_dot: Tensor<D>,
+        a: &Times,
+        a_dot: f64,
+        b: &Times,
+        b_dot: f64,
+        condition: &Condition,
+    ) -> Result<(Tensor<D>, Tensor<D>)> {
+        jvp_finite_difference(
+            |x, a_values, b_values| {
+                let a = Times::per_sample(a_values.to_vec())?;
+                let b = Times::per_sample(b_values.to_vec())?;
+                self.model.average_velocity(x, &a, &b, condition)
+            },
+            x,
+            x_dot,
+            &a.to_vec(),
+            a_dot,
+            &b.to_vec(),
+            b_dot,
+            self.h,
+        )
+    }
+}
+
+/// The MeanFlow regression target and its ingredients for one batch.
+#[derive(Debug, Clone)]
+pub struct MeanFlowTarget<const D: usize> {
+    /// The model's average velocity ū(x_a, a, b) (carries gradients).
+    pub prediction: Tensor<D>,
+    /// `d/da ū` along `(v, 1, 0)` (no gradients).
+    pub jvp: Tensor<D>,
+    /// `v + (b − a) d/da ū` (no gradients).
+    pub target: Tensor<D>,
+}
+
+/// The MeanFlow target at `(x_a, a, b)` with conditional velocity `v`.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] if `v` differs from `x` or the times from the batch; the model's
+/// errors.
+pub fn meanflow_target<M: AverageVelocityJvp<D>, const D: usize>(
+    model: &M,
+    x: Tensor<D>,
+    v: Tensor<D>,
+    a: &Times,
+    b: &Times,
+    condition: &Condition,
+) -> Result<MeanFlowTarget<D>> {
+    flowforge_core::tensor::ensure_same_shape("v vs x", &x, &v)?;
+    flowforge_core::tensor::ensure_batch("x vs start times", &x, a.len())?;
+    flowforge_core::tensor::ensure_batch("x vs end times", &x, b.len())?;
+    if let Some(i) = (0..a.len()).find(|&i| a.get(i) > b.get(i)) {
+        return Err(Error::InconsistentParameters {
+            first: "start time a",
+            first_value: a.get(i),
+            second: "end time b",
+            second_value: b.get(i),
+            requirement: "MeanFlow averages over [a, b] with a <= b (a the noisier time)",
+        });
+    }
+    let (prediction, jvp) = model.average_velocity_jvp(x, v.clone(), a, 1.0, b, 0.0, condition)?;
+    let jvp = jvp.detach();
+    let gap = match (a.as_shared(), b.as_shared()) {
+        (Some(a), Some(b)) => Coefficient::Shared(b - a),
+        _ => Coefficient::PerSample((0..a.len()).map(|i| b.get(i) - a.get(i)).collect()),
+    };
+    let target = (v + gap.scale(jvp.clone())).detach();
+    Ok(MeanFlowTarget { prediction, jvp, target })
+}
+
+/// Typed conversions between flowforge's MeanFlow quantities and the paper's (t = 1 noise).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PaperCoordinates;
+
+impl PaperCoordinates {
+    /// flowforge's `(a, b)` from the paper's `(r, t)` (`r ≤ t`).
+    ///
+    /// # Errors
+    /// [`Error::TimeOutOfRange`] for times outside `[0, 1]`.
+    pub fn times_from_paper(r: f64, t: f64) -> Result<(f64, f64)> {
+        let a = Time::from(ReversedTime::new(t)?).value();
+        let b = Time::from(ReversedTime::new(r)?).value();
+        Ok((a, b))
+    }
+
+    /// A velocity or average velocity (or the target) between conventions: they differ by sign,
+    /// because the paper's time runs from data to noise.
+    pub fn velocity<const D: usize>(v: Tensor<D>) -> Tensor<D> {
+        v.neg()
+    }
+}
+
+/// One-step (or few-step) MeanFlow sampling: `x_b = x_a + (b − a) ū(x_a, a, b)` over a grid.
+///
+/// # Errors
+/// [`Error::InvalidGrid`] for an unusable grid (fewer than two points, decreasing, outside
+/// `[0, 1]`); the model's errors.
+pub fn meanflow_sample<M: AverageVelocityModel<D>, const D: usize>(
+    model: &M,
+    x: Tensor<D>,
+    times: &[f64],
+    condition: &Condition,
+) -> Result<Tensor<D>> {
+    if times.len() < 2 || times.windows(2).any(|w| !(w[1] > w[0])) || times.iter().any(|t| !(0.0..=1.0).contains(t)) {
+        return Err(Error::InvalidGrid {
+            reason: "MeanFlow sampling needs an increasing grid in [0, 1] with at least two points",
+            index: 0,
+            value: times.first().copied().unwrap_or(f64::NAN),
+        });
+    }
+    let batch = x.dims()[0];
+    let mut x = x;
+    for w in times.windows(2) {
+        let (a, b) = (Times::shared(w[0], batch)?, Times::shared(w[1], batch)?);
+        let u = model.average_velocity(x.clone(), &a, &b, condition)?;
+        x = x + u.mul_scalar(w[1] - w[0]);
+    }
+    Ok(x)
+}
+
+/// MeanFlow's adaptive loss weight `w = 1/(‖Δ‖² + c)^p` per sample, under stop-gradient; the
+/// loss is `mean(w ‖Δ‖²)` with `Δ = ū − target` (Geng et al. 2025, §4.3).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdaptiveWeight {
+    /// Power p (1 in the paper's best setting; 0 is the plain squared error).
+    pub power: f64,
+    /// Offset c.
+    pub offset: f64,
+}
+
+impl Default for AdaptiveWeight {
+    fn default() -> Self {
+        Self { power: 1.0, offset: 1e-3 }
+    }
+}
+
+impl AdaptiveWeight {
+    /// The weighted loss for prediction and target of shape `[batch, …]`.
+    pub fn loss<const D: usize>(&self, prediction: Tensor<D>, target: Tensor<D>) -> Tensor<1> {
+        let dims = prediction.dims();
+        let batch = dims[0];
+        let per: usize = dims[1..].iter().product();
+        let delta: Tensor<2> = (prediction - target).reshape([batch, per]);
+        let squared = delta.square().sum_dim(1); // [batch, 1]
+        if self.power == 0.0 {
+            return squared.mean();
+        }
+        let weight = squared.clone().add_scalar(self.offset).powf_scalar(-self.power).detach();
+        (weight * squared).mean()
+    }
+}
+
+/// The full MeanFlow loss on one batch: target, then adaptive weighting.
+///
+/// # Errors
+/// As [`meanflow_target`].
+pub fn meanflow_loss<M: AverageVelocityJvp<D>, const D: usize>(
+    model: &M,
+    x: Tensor<D>,
+    v: Tensor<D>,
+    a: &Times,
+    b: &Times,
+    condition: &Condition,
+    weight: AdaptiveWeight,
+) -> Result<Tensor<1>> {
+    let MeanFlowTarget { prediction, target, .. } = meanflow_target(model, x, v, a, b, condition)?;
+    Ok(weight.loss(prediction, target))
+}
