@@ -10,9 +10,12 @@
 //!   JVPs, in flowforge's time convention with typed conversions to the paper's;
 //! - [`time_sampling`]: densities of training times (uniform, discrete, logit-normal, EDM
 //!   log-normal, SD3 mode-with-scale);
+//! - [`coupling`]: independent, exact-OT and entropic-OT (Schrödinger bridge) minibatch
+//!   couplings that carry labels with their data;
 //! - [`elbo`]: the Gaussian VAE ELBO terms (closed-form KL, Gaussian and Bernoulli likelihoods).
 #![warn(missing_docs)]
 
+pub mod coupling;
 pub mod elbo;
 pub mod meanflow;
 mod regression;
