@@ -1,0 +1,366 @@
+//! # flowforge-nets
+//!
+//! Networks for flowforge's objectives, each an `XConfig` + `init(&device)` + `forward` in
+//! burn's style, and each with `forward_dual`: the exact forward-mode JVP by tangent
+//! propagation ([`Dual`]) that the MeanFlow objective needs (burn has no forward-mode AD).
+//!
+//! - [`SinusoidalEmbedding`]: transformer-style time features (Vaswani et al. 2017; Ho et al.
+//!   2020);
+//! - [`Mlp`]: the velocity / denoiser / average-velocity MLP of the 2-D experiments.
+//!
+//! Networks are not tied to a prediction kind; [`AsModel`] declares one, so the same `Mlp`
+//! is a velocity model for flow matching or a noise model for DDPM.
+#![warn(missing_docs)]
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{Device, Tensor, TensorData, activation};
+use core::marker::PhantomData;
+use flowforge_core::jvp::{Dual, dual_column};
+use flowforge_core::{Condition, Error, Model, PredictionType, Predicted, Result, Times};
+use flowforge_losses::meanflow::{AverageVelocityJvp, AverageVelocityModel};
+use serde::{Deserialize, Serialize};
+
+/// `[sin(s·t·f_k), cos(s·t·f_k)]` with `f_k = exp(−ln(max_period)·k/(dim/2))`, k < dim/2.
+#[derive(Config, Debug, PartialEq)]
+pub struct SinusoidalEmbeddingConfig {
+    /// Output features (even).
+    #[config(default = 64)]
+    pub dim: usize,
+    /// Longest period, in units of `s·t`.
+    #[config(default = 10000.0)]
+    pub max_period: f64,
+    /// Scale `s` applied to t ∈ [0, 1] (1000 maps it to DDPM's integer range).
+    #[config(default = 1000.0)]
+    pub scale: f64,
+}
+
+impl SinusoidalEmbeddingConfig {
+    /// Build.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCount`] for an odd or zero `dim`; [`Error::InvalidParameter`] for a
+    /// non-positive period or scale.
+    pub fn init(&self) -> Result<SinusoidalEmbedding> {
+        if self.dim == 0 || self.dim % 2 != 0 {
+            return Err(Error::InvalidCount { name: "dim", value: self.dim as i64, requirement: "even and >= 2" });
+        }
+        flowforge_core::error::check::positive("max_period", self.max_period)?;
+        flowforge_core::error::check::positive("scale", self.scale)?;
+        Ok(SinusoidalEmbedding { dim: self.dim, max_period: self.max_period, scale: self.scale })
+    }
+}
+
+/// Sinusoidal time features (no parameters).
+#[derive(Module, Debug)]
+pub struct SinusoidalEmbedding {
+    dim: usize,
+    max_period: f64,
+    scale: f64,
+}
+
+impl SinusoidalEmbedding {
+    /// Output features.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn frequencies(&self, device: &Device) -> Tensor<2> {
+        let half = self.dim / 2;
+        let f: Vec<f64> = (0..half).map(|k| self.scale * (-(self.max_period.ln()) * k as f64 / half as f64).exp()).collect();
+        Tensor::from_data(TensorData::new(f, [1, half]), device)
+    }
+
+    /// # Shapes
+    /// `t`: `[batch, 1]` → `[batch, dim]`.
+    pub fn forward(&self, t: Tensor<2>) -> Tensor<2> {
+        let arg = t.clone() * self.frequencies(&t.device());
+        Tensor::cat(vec![arg.clone().sin(), arg.cos()], 1)
+    }
+
+    /// The embedding with its tangent.
+    pub fn forward_dual(&self, t: Dual<2>) -> Dual<2> {
+        let f = self.frequencies(&t.primal.device());
+        let arg = t.mul_constant(f);
+        Dual::cat(vec![arg.clone().sin(), arg.cos()], 1)
+    }
+}
+
+/// How an MLP sees time.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum TimeFeatures {
+    /// t itself, one feature (the benchmark workloads' `cat[x, t]`).
+    Raw,
+    /// Sinusoidal features.
+    Sinusoidal {
+        /// Features per time.
+        dim: usize,
+        /// Scale applied to t.
+        scale: f64,
+    },
+}
+
+/// The nonlinearity between layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// `x σ(x)`.
+    Silu,
+    /// `max(x, 0)`.
+    Relu,
+    /// Exact GELU.
+    Gelu,
+}
+
+impl Activation {
+    fn apply(self, x: Tensor<2>) -> Tensor<2> {
+        match self {
+            Activation::Silu => activation::silu(x),
+            Activation::Relu => activation::relu(x),
+            Activation::Gelu => activation::gelu(x),
+        }
+    }
+
+    fn apply_dual(self, x: Dual<2>) -> Dual<2> {
+        match self {
+            Activation::Silu => x.silu(),
+            Activation::Relu => x.relu(),
+            Activation::Gelu => x.gelu(),
+        }
+    }
+}
+
+/// Configuration of an [`Mlp`]: `out = L_last(act(… act(L_1([x, φ(t₁), …])) …))`.
+#[derive(Config, Debug, PartialEq)]
+pub struct MlpConfig {
+    /// Dimension of x (and of the output).
+    pub data_dim: usize,
+    /// Width of the hidden layers.
+    #[config(default = 256)]
+    pub hidden_dim: usize,
+    /// Number of hidden layers (3 gives 4 linear layers, the benchmark workloads' MLP).
+    #[config(default = 3)]
+    pub hidden_layers: usize,
+    /// Time inputs: 1 for velocity / noise models, 2 for MeanFlow's average velocity ū(x, a, b).
+    #[config(default = 1)]
+    pub time_inputs: usize,
+    /// How time enters.
+    #[config(default = "TimeFeatures::Raw")]
+    pub time_features: TimeFeatures,
+    /// Nonlinearity.
+    #[config(default = "Activation::Silu")]
+    pub activation: Activation,
+}
+
+impl MlpConfig {
+    /// Build with PyTorch's default initialisation (`U(±1/√fan_in)` for weights and biases).
+    ///
+    /// # Errors
+    /// [`Error::InvalidCount`] for zero sizes or time inputs outside {1, 2}.
+    pub fn init(&self, device: &Device) -> Result<Mlp> {
+        for (name, value) in [("data_dim", self.data_dim), ("hidden_dim", self.hidden_dim), ("hidden_layers", self.hidden_layers)] {
+            flowforge_core::error::check::count_at_least_one(name, value)?;
+        }
+        if !(1..=2).contains(&self.time_inputs) {
+            return Err(Error::InvalidCount { name: "time_inputs", value: self.time_inputs as i64, requirement: "1 or 2" });
+        }
+        let (embedding, per_time) = match self.time_features {
+            TimeFeatures::Raw => (None, 1),
+            TimeFeatures::Sinusoidal { dim, scale } => {
+                let e = SinusoidalEmbeddingConfig::new().with_dim(dim).with_scale(scale).init()?;
+                (Some(e), dim)
+            }
+        };
+        let input = self.data_dim + per_time * self.time_inputs;
+        let mut layers = vec![LinearConfig::new(input, self.hidden_dim).init(device)];
+        for _ in 1..self.hidden_layers {
+            layers.push(LinearConfig::new(self.hidden_dim, self.hidden_dim).init(device));
+        }
+        layers.push(LinearConfig::new(self.hidden_dim, self.data_dim).init(device));
+        Ok(Mlp { layers, embedding, activation: self.activation, time_inputs: self.time_inputs })
+    }
+}
+
+/// A multilayer perceptron of `(x, t)` (or `(x, a, b)`).
+#[derive(Module, Debug)]
+pub struct Mlp {
+    layers: Vec<Linear>,
+    embedding: Option<SinusoidalEmbedding>,
+    #[module(skip)]
+    activation: Activation,
+    time_inputs: usize,
+}
+
+impl Mlp {
+    /// Number of time inputs.
+    pub fn time_inputs(&self) -> usize {
+        self.time_inputs
+    }
+
+    fn check_times(&self, given: usize) -> Result<()> {
+        if given == self.time_inputs {
+            Ok(())
+        } else {
+            Err(Error::ShapeMismatch { what: "number of time inputs", expected: vec![self.time_inputs], actual: vec![given] })
+        }
+    }
+
+    /// # Shapes
+    /// `x`: `[batch, data_dim]`; each time `[batch, 1]` → `[batch, data_dim]`.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for the wrong number of times.
+    pub fn forward(&self, x: Tensor<2>, times: &[Tensor<2>]) -> Result<Tensor<2>> {
+        self.check_times(times.len())?;
+        let mut parts = vec![x];
+        for t in times {
+            parts.push(match &self.embedding {
+                Some(e) => e.forward(t.clone()),
+                None => t.clone(),
+            });
+        }
+        let mut h = Tensor::cat(parts, 1);
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward(h);
+            if i < last {
+                h = self.activation.apply(h);
+            }
+        }
+        Ok(h)
+    }
+
+    /// [`Mlp::forward`] with tangents: `(out, ∂out · (ẋ, ṫ…))`, exact.
+    ///
+    /// # Errors
+    /// As [`Mlp::forward`].
+    pub fn forward_dual(&self, x: Dual<2>, times: &[Dual<2>]) -> Result<Dual<2>> {
+        self.check_times(times.len())?;
+        let mut parts = vec![x];
+        for t in times {
+            parts.push(match &self.embedding {
+                Some(e) => e.forward_dual(t.clone()),
+                None => t.clone(),
+            });
+        }
+        let mut h = Dual::cat(parts, 1);
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = linear_dual(layer, h);
+            if i < last {
+                h = self.activation.apply_dual(h);
+            }
+        }
+        Ok(h)
+    }
+}
+
+/// A linear layer on a dual value: `(xW + b, ẋW)`.
+pub fn linear_dual(layer: &Linear, x: Dual<2>) -> Dual<2> {
+    let primal = layer.forward(x.primal);
+    let tangent = x.tangent.matmul(layer.weight.val());
+    Dual::new(primal, tangent)
+}
+
+fn time_column(t: &Times, device: &Device) -> Tensor<2> {
+    let n = t.len();
+    Tensor::from_data(TensorData::new(t.to_vec(), [n, 1]), device)
+}
+
+/// A network declared to predict kind `P` (the network itself is kind-agnostic).
+#[derive(Debug)]
+pub struct AsModel<'n, N, P> {
+    net: &'n N,
+    kind: PhantomData<P>,
+}
+
+/// Use `net` as a model predicting `P`: `predicting::<Velocity>(&mlp)`.
+pub fn predicting<P: PredictionType, N>(net: &N) -> AsModel<'_, N, P> {
+    AsModel { net, kind: PhantomData }
+}
+
+impl<P: PredictionType> Model<2> for AsModel<'_, Mlp, P> {
+    type Prediction = P;
+
+    fn predict(&self, x_t: Tensor<2>, t: &Times, _condition: &Condition) -> Result<Predicted<P, 2>> {
+        flowforge_core::tensor::ensure_batch("x_t vs times", &x_t, t.len())?;
+        let column = time_column(t, &x_t.device());
+        self.net.forward(x_t, &[column]).map(Predicted::new)
+    }
+}
+
+impl AverageVelocityModel<2> for Mlp {
+    fn average_velocity(&self, x: Tensor<2>, a: &Times, b: &Times, _condition: &Condition) -> Result<Tensor<2>> {
+        let device = x.device();
+        self.forward(x, &[time_column(a, &device), time_column(b, &device)])
+    }
+}
+
+impl AverageVelocityJvp<2> for Mlp {
+    fn average_velocity_jvp(
+        &self,
+        x: Tensor<2>,
+        x_dot: Tensor<2>,
+        a: &Times,
+        a_dot: f64,
+        b: &Times,
+        b_dot: f64,
+        _condition: &Condition,
+    ) -> Result<(Tensor<2>, Tensor<2>)> {
+        let device = x.device();
+        let column = |t: &Times, dot: f64| dual_column(&t.to_vec(), &vec![dot; t.len()], &device);
+        let out = self.forward_dual(Dual::new(x, x_dot), &[column(a, a_dot), column(b, b_dot)])?;
+        Ok((out.primal, out.tangent))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowforge_core::Velocity;
+    use flowforge_core::tensor::{tensor_from_rows, tensor_to_vec};
+    use flowforge_losses::meanflow::FiniteDifference;
+
+    #[test]
+    fn shapes_and_parameter_count() {
+        let device = Device::flex();
+        let mlp = MlpConfig::new(2).init(&device).unwrap();
+        // The workloads' MLP: 3→256→256→256→2 = 133,122 parameters.
+        assert_eq!(mlp.num_params(), 133_122);
+        let x = tensor_from_rows(&[vec![0.1, 0.2], vec![0.3, 0.4], vec![0.5, 0.6]], &device);
+        let model = predicting::<Velocity, _>(&mlp);
+        let out = model.predict(x, &Times::shared(0.5, 3).unwrap(), &Condition::none()).unwrap();
+        assert_eq!(out.tensor().dims(), [3, 2]);
+        assert!(matches!(mlp.forward(tensor_from_rows(&[vec![0.0, 0.0]], &device), &[]), Err(Error::ShapeMismatch { .. })));
+    }
+
+    #[test]
+    fn exact_jvp_matches_finite_differences() {
+        let device = Device::flex();
+        for features in [TimeFeatures::Raw, TimeFeatures::Sinusoidal { dim: 16, scale: 10.0 }] {
+            for act in [Activation::Silu, Activation::Gelu] {
+                let mlp = MlpConfig::new(2).with_hidden_dim(32).with_time_inputs(2).with_time_features(features).with_activation(act).init(&device).unwrap();
+                let x = tensor_from_rows(&[vec![0.3, -0.7], vec![1.2, 0.4], vec![-0.5, 0.9]], &device);
+                let v = tensor_from_rows(&[vec![1.0, 0.5], vec![-0.3, 0.8], vec![0.2, -1.1]], &device);
+                let a = Times::per_sample(vec![0.1, 0.4, 0.0]).unwrap();
+                let b = Times::per_sample(vec![0.6, 0.4, 1.0]).unwrap();
+                let (_, exact) = mlp.average_velocity_jvp(x.clone(), v.clone(), &a, 1.0, &b, 0.0, &Condition::none()).unwrap();
+                let fd = FiniteDifference::new(&mlp, 1e-3).unwrap();
+                let (_, approx) = fd.average_velocity_jvp(x, v, &a, 1.0, &b, 0.0, &Condition::none()).unwrap();
+                for (e, f) in tensor_to_vec(exact).iter().zip(tensor_to_vec(approx)) {
+                    assert!((e - f).abs() <= 2e-3 * (1.0 + e.abs()), "{features:?} {act:?}: {e} vs {f}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_configs_are_typed_errors() {
+        let device = Device::flex();
+        assert!(matches!(MlpConfig::new(0).init(&device), Err(Error::InvalidCount { name: "data_dim", .. })));
+        assert!(matches!(MlpConfig::new(2).with_time_inputs(3).init(&device), Err(Error::InvalidCount { name: "time_inputs", .. })));
+        assert!(matches!(SinusoidalEmbeddingConfig::new().with_dim(7).init(), Err(Error::InvalidCount { name: "dim", .. })));
+    }
+}
