@@ -13,6 +13,7 @@
 //! | `flowforge-data` | [`data`] | seeded 2-D toy distributions, Gaussian noise |
 //! | `flowforge-metrics` | [`metrics`] | exact assignment, W2, energy distance, MMD |
 //! | `flowforge-nets` | [`nets`] | time embeddings, MLP networks with exact JVPs |
+//! | `flowforge-train` | [`train`] | the training loop: optimisers, schedules, EMA, checkpoints |
 //! | `flowforge-plot` | [`plot`] | PNG plots for examples |
 //!
 //! This crate owns the backend features: `flex` (default, pure-Rust CPU), `ndarray`, `wgpu`,
@@ -50,6 +51,7 @@ pub use flowforge_guidance as guidance;
 pub use flowforge_losses as losses;
 pub use flowforge_metrics as metrics;
 pub use flowforge_nets as nets;
+pub use flowforge_train as train;
 pub use flowforge_paths as paths;
 pub use flowforge_plot as plot;
 pub use flowforge_samplers as samplers;

@@ -169,6 +169,24 @@ pub enum Error {
         t_end: f64,
     },
 
+    /// The training loss became NaN or infinite; the last good checkpoint is untouched.
+    #[error("non-finite loss {value} at training step {step}; the last good checkpoint was kept")]
+    NonFiniteLoss {
+        /// The step at which the loss was non-finite.
+        step: usize,
+        /// The loss value.
+        value: f64,
+    },
+
+    /// A checkpoint could not be written or read, or does not fit the model.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The checkpoint file or folder.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A required input was not supplied (e.g. the noise of a stochastic interpolant).
     #[error("missing input: {what}")]
     MissingInput {
