@@ -23,6 +23,6 @@ pub mod tensor;
 pub mod time;
 
 pub use error::{Error, Result};
-pub use model::{Condition, Model, model_fn};
+pub use model::{AsModel, Condition, Model, Network, model_fn, predicting};
 pub use prediction::{Data, Noise, PredictionKind, PredictionType, Predicted, Score, VPrediction, Velocity};
 pub use time::{Coefficient, DiscreteTimesteps, EdmSigma, ReversedTime, Time, Times};

@@ -102,6 +102,44 @@ where
     }
 }
 
+/// A raw network of `(x, scalar conditioning column, condition)`, not tied to a prediction
+/// kind: the interface between burn modules and flowforge's models.
+///
+/// The conditioning column is usually the time t, `[batch, 1]`; decorators such as EDM's
+/// preconditioning feed it something else (`c_noise(σ)`), which is why it is a tensor here and
+/// not validated [`Times`].
+pub trait Network<const D: usize> {
+    /// # Shapes
+    /// `x`: `[batch, …]`, `time`: `[batch, 1]` → same shape as `x`.
+    ///
+    /// # Errors
+    /// Shape errors and other invalid input.
+    fn forward_network(&self, x: Tensor<D>, time: Tensor<2>, condition: &Condition) -> Result<Tensor<D>>;
+}
+
+/// A [`Network`] declared to predict kind `P`: see [`predicting`].
+#[derive(Debug)]
+pub struct AsModel<'n, N, P> {
+    net: &'n N,
+    kind: core::marker::PhantomData<P>,
+}
+
+/// Use `net` as a model predicting `P`, fed the time t: `predicting::<Velocity, _>(&mlp)`.
+pub fn predicting<P: PredictionType, N>(net: &N) -> AsModel<'_, N, P> {
+    AsModel { net, kind: core::marker::PhantomData }
+}
+
+impl<N: Network<D>, P: PredictionType, const D: usize> Model<D> for AsModel<'_, N, P> {
+    type Prediction = P;
+
+    fn predict(&self, x_t: Tensor<D>, t: &Times, condition: &Condition) -> Result<Predicted<P, D>> {
+        crate::tensor::ensure_batch("x_t vs times", &x_t, t.len())?;
+        let n = t.len();
+        let column = Tensor::<2>::from_data(burn::tensor::TensorData::new(t.to_vec(), [n, 1]), &x_t.device());
+        self.net.forward_network(x_t, column, condition).map(Predicted::new)
+    }
+}
+
 /// Helps type inference for closure models: `model_fn(|x, t| velocity(x))` needs no argument
 /// annotations.
 pub fn model_fn<P, const D: usize, F>(f: F) -> F

@@ -12,10 +12,12 @@
 //!   log-normal, SD3 mode-with-scale);
 //! - [`coupling`]: independent, exact-OT and entropic-OT (Schrödinger bridge) minibatch
 //!   couplings that carry labels with their data;
+//! - [`edm`]: EDM preconditioning as a model decorator;
 //! - [`elbo`]: the Gaussian VAE ELBO terms (closed-form KL, Gaussian and Bernoulli likelihoods).
 #![warn(missing_docs)]
 
 pub mod coupling;
+pub mod edm;
 pub mod elbo;
 pub mod meanflow;
 mod regression;

@@ -1,11 +1,18 @@
 //! The regression objective shared by flow matching and denoising diffusion.
 
 use burn::tensor::Tensor;
-use flowforge_core::{Condition, Error, Model, PredictionKind, PredictionType, Result, Times};
+use crate::time_sampling::Weighting;
+use flowforge_core::{Coefficient, Condition, Error, Model, PredictionKind, PredictionType, Result, Times};
 use flowforge_paths::{AffinePath, ConditionalPath, Schedule, StochasticInterpolant};
 
 /// A path that provides a conditional regression target for a prediction kind.
 pub trait TargetPath {
+    /// Per-sample loss weights for `weighting` and a loss on `kind`.
+    ///
+    /// # Errors
+    /// As [`Weighting::weights`].
+    fn loss_weights(&self, weighting: &Weighting, t: &Times, kind: PredictionKind) -> Result<Coefficient>;
+
     /// `(x_t, target)` for source `x0`, data `x1`, extra noise (if the path uses it), times `t`.
     ///
     /// # Errors
@@ -21,6 +28,10 @@ pub trait TargetPath {
 }
 
 impl<S: Schedule> TargetPath for AffinePath<S> {
+    fn loss_weights(&self, weighting: &Weighting, t: &Times, kind: PredictionKind) -> Result<Coefficient> {
+        weighting.weights(t, kind, self.schedule())
+    }
+
     fn point_and_target<const D: usize>(
         &self,
         kind: PredictionKind,
@@ -35,6 +46,10 @@ impl<S: Schedule> TargetPath for AffinePath<S> {
 }
 
 impl<S: Schedule> TargetPath for StochasticInterpolant<S> {
+    fn loss_weights(&self, weighting: &Weighting, t: &Times, kind: PredictionKind) -> Result<Coefficient> {
+        weighting.weights(t, kind, self.affine().schedule())
+    }
+
     fn point_and_target<const D: usize>(
         &self,
         kind: PredictionKind,
@@ -62,16 +77,24 @@ impl<S: Schedule> TargetPath for StochasticInterpolant<S> {
     }
 }
 
-/// Mean-squared regression of a model onto a path's conditional targets (CFM, DDPM "simple").
+/// Mean-squared regression of a model onto a path's conditional targets (CFM, DDPM "simple"),
+/// optionally weighted per time ([`Weighting`]: SNR, min-SNR-γ, EDM's λ(σ)).
 #[derive(Debug, Clone)]
 pub struct RegressionLoss<P> {
     path: P,
+    weighting: Weighting,
 }
 
 impl<P: TargetPath> RegressionLoss<P> {
-    /// The objective on `path`.
+    /// The unweighted objective on `path`.
     pub fn new(path: P) -> Self {
-        Self { path }
+        Self { path, weighting: Weighting::Uniform }
+    }
+
+    /// Weight each sample's squared error by `weighting(t)`.
+    pub fn with_weighting(mut self, weighting: Weighting) -> Self {
+        self.weighting = weighting;
+        self
     }
 
     /// The path.
@@ -79,8 +102,9 @@ impl<P: TargetPath> RegressionLoss<P> {
         &self.path
     }
 
-    /// The loss on one batch: `mean ‖f_θ(x_t, t) − target‖²` over every element, as a
-    /// one-element tensor (differentiable when the model's parameters are tracked).
+    /// The loss on one batch: `mean_i w(t_i) mean_j (f_θ(x_t, t)_ij − target_ij)²` (with uniform
+    /// weights, the mean over every element), as a one-element tensor (differentiable when the
+    /// model's parameters are tracked).
     ///
     /// # Errors
     /// [`Error::InvalidCount`] for an empty batch; shape mismatches; the model's errors.
@@ -100,7 +124,14 @@ impl<P: TargetPath> RegressionLoss<P> {
         let (x_t, target) = self.path.point_and_target(kind, x0, x1, noise, t)?;
         let prediction = model.predict(x_t, t, condition)?.into_tensor();
         flowforge_core::tensor::ensure_same_shape("model output vs target", &target, &prediction)?;
-        Ok((prediction - target).square().mean())
+        let squared = (prediction - target).square();
+        if self.weighting == Weighting::Uniform {
+            return Ok(squared.mean());
+        }
+        let weights = self.path.loss_weights(&self.weighting, t, kind)?;
+        let dims = squared.dims();
+        let per_sample: Tensor<2> = squared.reshape([dims[0], dims[1..].iter().product::<usize>()]).mean_dim(1);
+        Ok(weights.scale(per_sample).mean())
     }
 }
 

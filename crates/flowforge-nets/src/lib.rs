@@ -8,17 +8,18 @@
 //!   2020);
 //! - [`Mlp`]: the velocity / denoiser / average-velocity MLP of the 2-D experiments.
 //!
-//! Networks are not tied to a prediction kind; [`AsModel`] declares one, so the same `Mlp`
-//! is a velocity model for flow matching or a noise model for DDPM.
+//! Networks implement [`Network`] and are not tied to a prediction kind; [`predicting`]
+//! declares one, so the same `Mlp` is a velocity model for flow matching or a noise model for
+//! DDPM.
 #![warn(missing_docs)]
 
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor, TensorData, activation};
-use core::marker::PhantomData;
 use flowforge_core::jvp::{Dual, dual_column};
-use flowforge_core::{Condition, Error, Model, PredictionType, Predicted, Result, Times};
+pub use flowforge_core::{AsModel, predicting};
+use flowforge_core::{Condition, Error, Network, Result, Times};
 use flowforge_losses::meanflow::{AverageVelocityJvp, AverageVelocityModel};
 use serde::{Deserialize, Serialize};
 
@@ -269,25 +270,10 @@ fn time_column(t: &Times, device: &Device) -> Tensor<2> {
     Tensor::from_data(TensorData::new(t.to_vec(), [n, 1]), device)
 }
 
-/// A network declared to predict kind `P` (the network itself is kind-agnostic).
-#[derive(Debug)]
-pub struct AsModel<'n, N, P> {
-    net: &'n N,
-    kind: PhantomData<P>,
-}
-
-/// Use `net` as a model predicting `P`: `predicting::<Velocity>(&mlp)`.
-pub fn predicting<P: PredictionType, N>(net: &N) -> AsModel<'_, N, P> {
-    AsModel { net, kind: PhantomData }
-}
-
-impl<P: PredictionType> Model<2> for AsModel<'_, Mlp, P> {
-    type Prediction = P;
-
-    fn predict(&self, x_t: Tensor<2>, t: &Times, _condition: &Condition) -> Result<Predicted<P, 2>> {
-        flowforge_core::tensor::ensure_batch("x_t vs times", &x_t, t.len())?;
-        let column = time_column(t, &x_t.device());
-        self.net.forward(x_t, &[column]).map(Predicted::new)
+impl Network<2> for Mlp {
+    fn forward_network(&self, x: Tensor<2>, time: Tensor<2>, _condition: &Condition) -> Result<Tensor<2>> {
+        flowforge_core::tensor::ensure_batch("x vs time column", &x, time.dims()[0])?;
+        self.forward(x, &[time])
     }
 }
 
@@ -319,7 +305,7 @@ impl AverageVelocityJvp<2> for Mlp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flowforge_core::Velocity;
+    use flowforge_core::{Model, Velocity};
     use flowforge_core::tensor::{tensor_from_rows, tensor_to_vec};
     use flowforge_losses::meanflow::FiniteDifference;
 
