@@ -221,6 +221,57 @@ impl PaperCoordinates {
     }
 }
 
+/// The MeanFlow paper's sampling of `(r, t)` (Geng et al. 2025, §4.3): two draws from a
+/// logit-normal over the paper's time, sorted so `r ≤ t`, and with probability
+/// `equal_fraction` `r = t` (plain flow matching); returned in flowforge time as `(a, b)`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TimePairSampling {
+    /// Mean of the logit-normal in the paper's time (−0.4 in the paper).
+    pub mean: f64,
+    /// Standard deviation of the logit (1.0 in the paper).
+    pub std: f64,
+    /// Fraction of pairs with `r = t` (0.75 in the paper).
+    pub equal_fraction: f64,
+}
+
+impl Default for TimePairSampling {
+    fn default() -> Self {
+        Self { mean: -0.4, std: 1.0, equal_fraction: 0.75 }
+    }
+}
+
+impl TimePairSampling {
+    /// `n` pairs `(a, b)` in flowforge time, `a ≤ b`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a non-positive std or a fraction outside [0, 1].
+    pub fn sample<R: rand::Rng + ?Sized>(&self, n: usize, rng: &mut R) -> Result<(Times, Times)> {
+        use rand::RngExt;
+        use rand_distr::{Distribution, StandardNormal};
+        check::positive("std", self.std)?;
+        if !(0.0..=1.0).contains(&self.equal_fraction) {
+            return Err(Error::invalid("equal_fraction", self.equal_fraction, "in [0, 1]"));
+        }
+        let draw = |rng: &mut R| -> f64 {
+            let z: f64 = StandardNormal.sample(rng);
+            1.0 / (1.0 + (-(self.mean + self.std * z)).exp())
+        };
+        let mut a = Vec::with_capacity(n);
+        let mut b = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (x, y) = (draw(rng), draw(rng));
+            let (mut r, t) = (x.min(y), x.max(y));
+            if rng.random::<f64>() < self.equal_fraction {
+                r = t;
+            }
+            let (start, end) = PaperCoordinates::times_from_paper(r, t)?;
+            a.push(start);
+            b.push(end);
+        }
+        Ok((Times::per_sample(a)?, Times::per_sample(b)?))
+    }
+}
+
 /// One-step (or few-step) MeanFlow sampling: `x_b = x_a + (b − a) ū(x_a, a, b)` over a grid.
 ///
 /// # Errors

@@ -204,6 +204,45 @@ pub fn sliced_wasserstein2(x: &[Vec<f64>], y: &[Vec<f64>], projections: usize, s
     Ok((total / projections as f64).sqrt())
 }
 
+/// The straightness of trajectories (Liu, Gong & Liu, *Flow Straight and Fast*, ICLR 2023,
+/// eq. 12): `S = ∫₀¹ E‖(x₁ − x₀) − ẋ_t‖² dt`, zero exactly for straight constant-speed paths,
+/// estimated from snapshots `(t_k, points)` by finite differences between consecutive
+/// snapshots.
+///
+/// # Errors
+/// [`Error::InvalidCount`] for fewer than two snapshots; [`Error::ShapeMismatch`] for
+/// snapshots of different sizes; [`Error::InvalidGrid`] for non-increasing times.
+pub fn straightness(snapshots: &[(f64, Vec<Vec<f64>>)]) -> Result<f64> {
+    if snapshots.len() < 2 {
+        return Err(Error::InvalidCount { name: "snapshots", value: snapshots.len() as i64, requirement: ">= 2" });
+    }
+    let n = snapshots[0].1.len();
+    if let Some((_, bad)) = snapshots.iter().find(|(_, p)| p.len() != n) {
+        return Err(Error::ShapeMismatch { what: "trajectory snapshot", expected: vec![n], actual: vec![bad.len()] });
+    }
+    let (t0, first) = &snapshots[0];
+    let (t1, last) = snapshots.last().expect("two snapshots");
+    let span = t1 - t0;
+    let mut total = 0.0;
+    for w in snapshots.windows(2) {
+        let ((ta, a), (tb, b)) = (&w[0], &w[1]);
+        let dt = tb - ta;
+        if !(dt > 0.0) {
+            return Err(Error::InvalidGrid { reason: "snapshot times must increase", index: 0, value: *tb });
+        }
+        for i in 0..n {
+            let mut sq = 0.0;
+            for d in 0..a[i].len() {
+                let chord = (last[i][d] - first[i][d]) / span;
+                let speed = (b[i][d] - a[i][d]) / dt;
+                sq += (chord - speed).powi(2);
+            }
+            total += sq * dt / n as f64;
+        }
+    }
+    Ok(total / span)
+}
+
 /// Mean and covariance (unbiased) of a sample.
 ///
 /// # Errors
@@ -281,6 +320,24 @@ mod tests {
         assert_relative_eq!(energy_distance(&x, &x).unwrap(), 0.0, epsilon = 1e-12);
         assert_relative_eq!(mmd_rbf(&x, &x, 0.5).unwrap(), 0.0, epsilon = 1e-12);
         assert_relative_eq!(sliced_wasserstein2(&x, &x, 10, 0).unwrap(), 0.0, epsilon = 1e-12);
+    }
+
+    #[test]
+    fn straight_paths_have_zero_straightness_and_curved_ones_do_not() {
+        let times: Vec<f64> = (0..=20).map(|k| k as f64 / 20.0).collect();
+        let straight: Vec<(f64, Vec<Vec<f64>>)> = times.iter().map(|&t| (t, vec![vec![t, 2.0 * t], vec![-t, 0.0]])).collect();
+        assert!(straightness(&straight).unwrap() < 1e-20);
+        // A quarter circle of radius 1 at unit angular speed π/2: chord speed √2, arc speed π/2,
+        // S = ∫ |chord − velocity|² dt = (π/2)² + 2 − 2·(π/2)·√2·(2√2/π) = π²/4 − 2.
+        let arc: Vec<(f64, Vec<Vec<f64>>)> = (0..=2000)
+            .map(|k| {
+                let t = k as f64 / 2000.0;
+                let a = core::f64::consts::FRAC_PI_2 * t;
+                (t, vec![vec![a.cos(), a.sin()]])
+            })
+            .collect();
+        let expected = core::f64::consts::PI.powi(2) / 4.0 - 2.0;
+        assert_relative_eq!(straightness(&arc).unwrap(), expected, epsilon = 1e-5);
     }
 
     #[test]

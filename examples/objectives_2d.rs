@@ -1,0 +1,250 @@
+//! Every training objective end to end on 2-D data, with the same MLP (3 × 256, SiLU) and the
+//! same budget, reporting training time, sampling time, exact W2 and energy distance to fresh
+//! target samples next to the noise floor, and path straightness for the ODE methods.
+//!
+//! ```text
+//! cargo run --release --example objectives_2d -- --method cfm
+//! cargo run --release --example objectives_2d -- --method ot-cfm --source 8gaussians
+//! cargo run --release --example objectives_2d -- --method sb-cfm --source 8gaussians
+//! cargo run --release --example objectives_2d -- --method ddpm
+//! cargo run --release --example objectives_2d -- --method edm
+//! cargo run --release --example objectives_2d -- --method meanflow
+//! ```
+//!
+//! Flags: `--steps 3000 --batch 256 --lr 1e-3 --ema 0 --cosine --seed 0 --samples 2000
+//! --out out/objectives_2d --device default`. Prints one JSON line of metrics at the end and
+//! writes `<method>_samples.png` (and `<method>_trajectories.png` for ODE methods).
+
+mod common;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use common::Args;
+use flowforge::data::{Toy2d, rng, standard_normal, tensor_to_points};
+use flowforge::losses::RegressionLoss;
+use flowforge::losses::coupling::Coupling;
+use flowforge::losses::edm::EdmPreconditioned;
+use flowforge::losses::meanflow::{AdaptiveWeight, TimePairSampling, meanflow_loss, meanflow_sample};
+use flowforge::losses::time_sampling::{TimeSampling, Weighting};
+use flowforge::metrics::{as_rows, energy_distance, straightness, wasserstein2};
+use flowforge::nets::{Mlp, MlpConfig, predicting};
+use flowforge::paths::{AffinePath, CondOt, DiscreteScheduleConfig, EdmConfig, Schedule, StochasticInterpolant};
+use flowforge::plot::{Figure, Panel, Rgb};
+use flowforge::samplers::{Ddim, Ddpm, DdimSpacing, EdmStochastic, Euler, NoNoise, PathModel, SaveAt, SeededNoise, SolveOptions, TimeGrid, solve};
+use flowforge::train::{LrSchedule, Trainer, TrainerConfig};
+use flowforge::{Condition, Noise, Velocity};
+use rand::rngs::StdRng;
+use std::time::Instant;
+
+const USAGE: &str = "objectives_2d --method cfm|ot-cfm|sb-cfm|ddpm|edm|meanflow [--source gaussian|8gaussians] \
+[--steps 3000] [--batch 256] [--lr 1e-3] [--ema 0] [--cosine] [--sigma 0.5 (sb-cfm)] [--seed 0] [--samples 2000] \
+[--out out/objectives_2d] [--device default|flex|wgpu|ndarray|cuda]";
+
+struct Run {
+    samples: Vec<(String, Vec<[f64; 2]>, f64, usize)>,
+    trajectories: Option<Vec<(f64, Vec<Vec<f64>>)>>,
+}
+
+fn source(kind: &str, n: usize, rng: &mut StdRng, device: &Device) -> Tensor<2> {
+    match kind {
+        "8gaussians" => Toy2d::eight_gaussians().sample_tensor(n, rng, device).div_scalar(2.5),
+        _ => standard_normal([n, 2], rng, device),
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse(USAGE);
+    let method: String = args.get("method", "cfm".to_owned());
+    let source_kind: String = args.get("source", "gaussian".to_owned());
+    let steps: usize = args.get("steps", 3000);
+    let batch: usize = args.get("batch", 256);
+    let lr: f64 = args.get("lr", 1e-3);
+    let ema: f64 = args.get("ema", 0.0);
+    let cosine: bool = args.get("cosine", false);
+    let sigma: f64 = args.get("sigma", 0.5);
+    let seed: u64 = args.get("seed", 0);
+    let n: usize = args.get("samples", 2000);
+    let out = args.out_dir("objectives_2d");
+    let device = args.device();
+    let train_device = device.clone().autodiff();
+    device.seed(seed);
+
+    let config = TrainerConfig::new(steps)
+        .with_learning_rate(lr)
+        .with_schedule(if cosine { LrSchedule::Cosine { final_fraction: 0.01 } } else { LrSchedule::Constant })
+        .with_ema_decay((ema > 0.0).then_some(ema))
+        .with_seed(seed);
+    let data = Toy2d::moons();
+    let uniform = TimeSampling::default();
+    let condot = AffinePath::new(CondOt::default());
+    let x_start = source(&source_kind, n, &mut rng(seed + 7), &device);
+    let trajectory_options = || SolveOptions::default().save_at(SaveAt::Steps);
+    let to_rows = |saved: Vec<(f64, Tensor<2>)>| -> Vec<(f64, Vec<Vec<f64>>)> {
+        saved.into_iter().map(|(t, x)| (t, as_rows(&tensor_to_points(x)))).collect()
+    };
+    let timed = |name: &str, f: &mut dyn FnMut() -> flowforge::Result<(Tensor<2>, usize)>| -> flowforge::Result<(String, Vec<[f64; 2]>, f64, usize)> {
+        let start = Instant::now();
+        let (x, nfe) = f()?;
+        let points = tensor_to_points(x);
+        Ok((name.to_owned(), points, start.elapsed().as_secs_f64(), nfe))
+    };
+
+    let mlp = |time_inputs: usize| MlpConfig::new(2).with_time_inputs(time_inputs).init(&train_device);
+    let train_start = Instant::now();
+    let (run, train_seconds, final_loss): (Run, f64, f64) = match method.as_str() {
+        "cfm" | "ot-cfm" | "sb-cfm" => {
+            let coupling = match method.as_str() {
+                "cfm" => Coupling::Independent,
+                "ot-cfm" => Coupling::ExactOt,
+                _ => Coupling::schrodinger_bridge(sigma)?,
+            };
+            let bridge = StochasticInterpolant::brownian_bridge(sigma)?;
+            let sb = method == "sb-cfm";
+            let mut trainer = Trainer::new(config, mlp(1)?)?;
+            let report = trainer.fit(|model, rng, _| {
+                let x1 = data.sample_tensor(batch, rng, &train_device);
+                let x0 = source(&source_kind, batch, rng, &train_device);
+                let pair = coupling.couple(x0, x1, None, rng)?;
+                let velocity = predicting::<Velocity, _>(model);
+                if sb {
+                    // Bridge times in the open interval, where its velocity is defined.
+                    let t = TimeSampling::Uniform { low: 1e-3, high: 1.0 - 1e-3 }.sample(batch, rng, &CondOt::default())?;
+                    let noise = standard_normal([batch, 2], rng, &train_device);
+                    RegressionLoss::new(bridge.clone()).loss(&velocity, pair.x0, pair.x1, Some(noise), &t, &Condition::none())
+                } else {
+                    let t = uniform.sample(batch, rng, &CondOt::default())?;
+                    RegressionLoss::new(condot.clone()).loss(&velocity, pair.x0, pair.x1, None, &t, &Condition::none())
+                }
+            })?;
+            let (online, averaged) = trainer.into_parts();
+            let net: Mlp = averaged.unwrap_or_else(|| online.valid());
+            let velocity = predicting::<Velocity, _>(&net);
+            let field = PathModel::new(&velocity, &condot);
+            let grid = TimeGrid::uniform(100)?;
+            let mut trajectories = None;
+            let sample = timed("Euler-100", &mut || {
+                let s = solve(&field, &Euler, x_start.clone(), &grid, &mut NoNoise, trajectory_options())?;
+                let x = s.x.clone();
+                trajectories = Some(to_rows(s.saved));
+                Ok((x, s.evaluations))
+            })?;
+            (Run { samples: vec![sample], trajectories }, report.seconds, *report.losses.last().unwrap_or(&f64::NAN))
+        }
+        "ddpm" => {
+            let schedule = DiscreteScheduleConfig::new().init()?;
+            let path = AffinePath::new(schedule.clone());
+            let objective = RegressionLoss::new(path.clone());
+            let levels = TimeSampling::DiscreteUniform { num_train_timesteps: 1000 };
+            let mut trainer = Trainer::new(config, mlp(1)?)?;
+            let report = trainer.fit(|model, rng, _| {
+                let x1 = data.sample_tensor(batch, rng, &train_device);
+                let x0 = standard_normal([batch, 2], rng, &train_device);
+                let t = levels.sample(batch, rng, &schedule)?;
+                objective.loss(&predicting::<Noise, _>(model), x0, x1, None, &t, &Condition::none())
+            })?;
+            let (online, averaged) = trainer.into_parts();
+            let net: Mlp = averaged.unwrap_or_else(|| online.valid());
+            let eps = predicting::<Noise, _>(&net);
+            let field = PathModel::new(&eps, &path);
+            let axis = schedule.timesteps();
+            let start = standard_normal([n, 2], &mut rng(seed + 7), &device);
+            let ancestral = timed("DDPM-1000", &mut || {
+                let grid = TimeGrid::ddim(DdimSpacing::Leading { steps_offset: 0 }, 1000, axis, true)?;
+                let s = solve(&field, &Ddpm::default(), start.clone(), &grid, &mut SeededNoise::new(seed + 8), SolveOptions::default())?;
+                Ok((s.x, s.evaluations))
+            })?;
+            let ddim = timed("DDIM-50", &mut || {
+                let grid = TimeGrid::ddim(DdimSpacing::Leading { steps_offset: 0 }, 50, axis, true)?;
+                let s = solve(&field, &Ddim::new(0.0)?, start.clone(), &grid, &mut NoNoise, SolveOptions::default())?;
+                Ok((s.x, s.evaluations))
+            })?;
+            (Run { samples: vec![ancestral, ddim], trajectories: None }, report.seconds, *report.losses.last().unwrap_or(&f64::NAN))
+        }
+        "edm" => {
+            let schedule = EdmConfig::new().init()?;
+            let path = AffinePath::new(schedule);
+            let objective = RegressionLoss::new(path.clone()).with_weighting(Weighting::Edm { sigma_data: 0.5 });
+            let noise_levels = TimeSampling::edm();
+            let mut trainer = Trainer::new(config, mlp(1)?)?;
+            let report = trainer.fit(|model, rng, _| {
+                let x1 = data.sample_tensor(batch, rng, &train_device);
+                let x0 = standard_normal([batch, 2], rng, &train_device);
+                let t = noise_levels.sample(batch, rng, &schedule)?;
+                let denoiser = EdmPreconditioned::new(model, schedule, 0.5)?;
+                objective.loss(&denoiser, x0, x1, None, &t, &Condition::none())
+            })?;
+            let (online, averaged) = trainer.into_parts();
+            let net: Mlp = averaged.unwrap_or_else(|| online.valid());
+            let denoiser = EdmPreconditioned::new(&net, schedule, 0.5)?;
+            let field = PathModel::new(&denoiser, &path);
+            let start = standard_normal([n, 2], &mut rng(seed + 7), &device).mul_scalar(schedule.sigma(0.0));
+            let heun = timed("EDM Heun-18", &mut || {
+                let s = solve(&field, &EdmStochastic::default(), start.clone(), &TimeGrid::uniform(17)?, &mut NoNoise, SolveOptions::default())?;
+                // The final step to σ = 0 is the denoiser's output.
+                Ok((field.evaluate(s.x, 1.0)?.data()?, field.evaluations()))
+            })?;
+            (Run { samples: vec![heun], trajectories: None }, report.seconds, *report.losses.last().unwrap_or(&f64::NAN))
+        }
+        "meanflow" => {
+            let pairs = TimePairSampling::default();
+            let weight = AdaptiveWeight::default();
+            let mut trainer = Trainer::new(config, mlp(2)?)?;
+            let report = trainer.fit(|model, rng, _| {
+                let x1 = data.sample_tensor(batch, rng, &train_device);
+                let x0 = standard_normal([batch, 2], rng, &train_device);
+                let (a, b) = pairs.sample(batch, rng)?;
+                let x_a = condot.point(x0.clone(), x1.clone(), &a)?;
+                meanflow_loss(model, x_a, x1 - x0, &a, &b, &Condition::none(), weight)
+            })?;
+            let (online, averaged) = trainer.into_parts();
+            let net: Mlp = averaged.unwrap_or_else(|| online.valid());
+            let one = timed("MeanFlow 1-step", &mut || Ok((meanflow_sample(&net, x_start.clone(), &[0.0, 1.0], &Condition::none())?, 1)))?;
+            let two = timed("MeanFlow 2-step", &mut || Ok((meanflow_sample(&net, x_start.clone(), &[0.0, 0.5, 1.0], &Condition::none())?, 2)))?;
+            (Run { samples: vec![one, two], trajectories: None }, report.seconds, *report.losses.last().unwrap_or(&f64::NAN))
+        }
+        other => return Err(format!("unknown --method {other}\n\n{USAGE}").into()),
+    };
+    let _ = train_start;
+
+    // Metrics (the workloads' protocol: 2,000 points against make_moons(2000) target sets).
+    let target = as_rows(&Toy2d::make_moons(2000, 0.05, &mut rng(1001)));
+    let floor = wasserstein2(&as_rows(&Toy2d::make_moons(2000, 0.05, &mut rng(2001))), &as_rows(&Toy2d::make_moons(2000, 0.05, &mut rng(2002))))?;
+    println!("method {method}, source {source_kind}, {steps} steps: trained in {train_seconds:.1} s ({:.0} steps/s), final loss {final_loss:.4}", steps as f64 / train_seconds);
+    println!("noise floor W2 {floor:.4}");
+    let straight = run.trajectories.as_ref().map(|t| straightness(t)).transpose()?;
+    if let Some(s) = straight {
+        println!("straightness of the learned ODE paths: {s:.4}");
+    }
+    let mut json = vec![
+        format!("\"method\":\"{method}\""),
+        format!("\"source\":\"{source_kind}\""),
+        format!("\"steps\":{steps}"),
+        format!("\"train_s\":{train_seconds:.3}"),
+        format!("\"noise_floor_w2\":{floor:.5}"),
+    ];
+    if let Some(s) = straight {
+        json.push(format!("\"straightness\":{s:.5}"));
+    }
+    let mut figure = Figure::new(format!("{method} ({source_kind} → moons, {steps} steps)"))
+        .panel(Panel::new("target").range((-2.0, 3.0), (-1.5, 2.0)).points(&Toy2d::make_moons(n, 0.05, &mut rng(5)), Rgb::GREY, 1));
+    for (name, points, seconds, nfe) in &run.samples {
+        let generated = as_rows(&points[..2000.min(points.len())]);
+        let w2 = wasserstein2(&generated, &target)?;
+        let energy = energy_distance(&generated, &target)?;
+        println!("{name:<16} {} samples in {seconds:.2} s ({nfe} NFE): W2 {w2:.4} ({:.1}× floor), energy {energy:.5}", points.len(), w2 / floor);
+        json.push(format!("\"{name}\":{{\"w2\":{w2:.5},\"energy\":{energy:.6},\"sample_s\":{seconds:.3},\"nfe\":{nfe}}}"));
+        figure = figure.panel(Panel::new(name.clone()).range((-2.0, 3.0), (-1.5, 2.0)).points(points, Rgb::BLUE, 1));
+    }
+    figure.save(out.join(format!("{method}_{source_kind}_samples.png")))?;
+    if let Some(trajectories) = &run.trajectories {
+        let lines: Vec<Vec<[f64; 2]>> = (0..200.min(n)).map(|i| trajectories.iter().map(|(_, p)| [p[i][0], p[i][1]]).collect()).collect();
+        let ends: Vec<[f64; 2]> = lines.iter().map(|l| *l.last().expect("non-empty")).collect();
+        let starts: Vec<[f64; 2]> = lines.iter().map(|l| l[0]).collect();
+        Figure::new(format!("{method}: 200 learned ODE paths"))
+            .panel(Panel::new(format!("straightness {:.3}", straight.unwrap_or(f64::NAN))).lines(&lines, Rgb::GREY, 1, 0.5).points(&starts, Rgb::BLUE, 2).points(&ends, Rgb::ORANGE, 2))
+            .panel_size(480, 480)
+            .save(out.join(format!("{method}_{source_kind}_trajectories.png")))?;
+    }
+    println!("{{{}}}", json.join(","));
+    Ok(())
+}
