@@ -6,8 +6,8 @@
 //! distance to fresh target samples next to the noise floor (two fresh target sets).
 //!
 //! ```text
-//! cargo run --release --example flow_matching_2d                # ≈ 1 minute on 2 CPU cores
-//! cargo run --release --example flow_matching_2d -- --steps 10000 --ema 0.999 --device wgpu
+//! cargo run --example flow_matching_2d                  # ≈ 40 s on 2 CPU cores
+//! cargo run --example flow_matching_2d -- --steps 10000 --ema 0.999 --device wgpu
 //! ```
 //!
 //! Writes `samples.png`, `trajectories.png` and `loss.png` to `--out` (default

@@ -3,12 +3,12 @@
 //! target samples next to the noise floor, and path straightness for the ODE methods.
 //!
 //! ```text
-//! cargo run --release --example objectives_2d -- --method cfm
-//! cargo run --release --example objectives_2d -- --method ot-cfm --source 8gaussians
-//! cargo run --release --example objectives_2d -- --method sb-cfm --source 8gaussians
-//! cargo run --release --example objectives_2d -- --method ddpm
-//! cargo run --release --example objectives_2d -- --method edm
-//! cargo run --release --example objectives_2d -- --method meanflow
+//! cargo run --example objectives_2d -- --method cfm
+//! cargo run --example objectives_2d -- --method ot-cfm --source 8gaussians
+//! cargo run --example objectives_2d -- --method sb-cfm --source 8gaussians
+//! cargo run --example objectives_2d -- --method ddpm
+//! cargo run --example objectives_2d -- --method edm
+//! cargo run --example objectives_2d -- --method meanflow
 //! ```
 //!
 //! Flags: `--steps 3000 --batch 256 --lr 1e-3 --ema 0 --cosine --seed 0 --samples 2000
