@@ -270,41 +270,25 @@ pub mod check {
     }
 
     /// `lower < upper`, both already validated individually.
-    pub fn ordered(
-        lower_name: &'static str,
-        lower: f64,
-        upper_name: &'static str,
-        upper: f64,
-    ) -> Result<()> {
-        if lower < upper {
-            Ok(())
-        } else {
-            Err(Error::InconsistentParameters {
-                first: lower_name,
-                first_value: lower,
-                second: upper_name,
-                second_value: upper,
-                requirement: "the first must be strictly smaller than the second",
-            })
-        }
+    pub fn ordered(lower_name: &'static str, lower: f64, upper_name: &'static str, upper: f64) -> Result<()> {
+        relation(lower < upper, (lower_name, lower), (upper_name, upper), "the first must be strictly smaller than the second")
     }
 
     /// `lower ≤ upper`, both already validated individually.
-    pub fn not_greater(
-        lower_name: &'static str,
-        lower: f64,
-        upper_name: &'static str,
-        upper: f64,
-    ) -> Result<()> {
-        if lower <= upper {
+    pub fn not_greater(lower_name: &'static str, lower: f64, upper_name: &'static str, upper: f64) -> Result<()> {
+        relation(lower <= upper, (lower_name, lower), (upper_name, upper), "the first must not exceed the second")
+    }
+
+    fn relation(holds: bool, first: (&'static str, f64), second: (&'static str, f64), requirement: &'static str) -> Result<()> {
+        if holds {
             Ok(())
         } else {
             Err(Error::InconsistentParameters {
-                first: lower_name,
-                first_value: lower,
-                second: upper_name,
-                second_value: upper,
-                requirement: "the first must not exceed the second",
+                first: first.0,
+                first_value: first.1,
+                second: second.0,
+                second_value: second.1,
+                requirement,
             })
         }
     }
