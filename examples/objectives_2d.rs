@@ -38,6 +38,7 @@ use std::time::Instant;
 
 const USAGE: &str = "objectives_2d --method cfm|ot-cfm|sb-cfm|ddpm|edm|meanflow [--source gaussian|8gaussians] \
 [--steps 3000] [--batch 256] [--lr 1e-3] [--ema 0] [--cosine] [--sigma 0.5 (sb-cfm)] [--seed 0] [--samples 2000] \
+[--mf-mean -0.4 --mf-std 1.0 --mf-equal 0.75 --mf-power 1.0 (meanflow)] \
 [--out out/objectives_2d] [--device default|flex|wgpu|ndarray|cuda]";
 
 struct Run {
@@ -63,6 +64,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cosine: bool = args.get("cosine", false);
     let sigma: f64 = args.get("sigma", 0.5);
     let seed: u64 = args.get("seed", 0);
+    let mf_defaults = TimePairSampling::default();
+    let mf_pairs = TimePairSampling {
+        mean: args.get("mf-mean", mf_defaults.mean),
+        std: args.get("mf-std", mf_defaults.std),
+        equal_fraction: args.get("mf-equal", mf_defaults.equal_fraction),
+    };
+    let mf_weight = AdaptiveWeight { power: args.get("mf-power", AdaptiveWeight::default().power), ..AdaptiveWeight::default() };
     let n: usize = args.get("samples", 2000);
     let out = args.out_dir("objectives_2d");
     let device = args.device();
@@ -186,8 +194,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (Run { samples: vec![heun], trajectories: None }, report.seconds, *report.losses.last().unwrap_or(&f64::NAN))
         }
         "meanflow" => {
-            let pairs = TimePairSampling::default();
-            let weight = AdaptiveWeight::default();
+            let (pairs, weight) = (mf_pairs, mf_weight);
             let mut trainer = Trainer::new(config, mlp(2)?)?;
             let report = trainer.fit(|model, rng, _| {
                 let x1 = data.sample_tensor(batch, rng, &train_device);

@@ -13,6 +13,7 @@
 //! - [`coupling`]: independent, exact-OT and entropic-OT (Schrödinger bridge) minibatch
 //!   couplings that carry labels with their data;
 //! - [`edm`]: EDM preconditioning as a model decorator;
+//! - [`vlb`]: the diffusion variational bound's terms (KL per step, decoder likelihood);
 //! - [`elbo`]: the Gaussian VAE ELBO terms (closed-form KL, Gaussian and Bernoulli likelihoods).
 #![warn(missing_docs)]
 
@@ -22,5 +23,6 @@ pub mod elbo;
 pub mod meanflow;
 mod regression;
 pub mod time_sampling;
+pub mod vlb;
 
 pub use regression::{RegressionLoss, TargetPath};

@@ -4,6 +4,7 @@
 
 use crate::schedule::{Schedule, ScheduleValues};
 use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
 use flowforge_core::tensor::{ensure_batch, ensure_same_shape};
 use flowforge_core::{
     Coefficient, Error, PredictionKind, PredictionType, Predicted, Result, Times,
@@ -271,6 +272,74 @@ impl<S: Schedule> AffinePath<S> {
                 Ok((Coefficient::PerSample(xs), Coefficient::PerSample(ys)))
             }
         }
+    }
+}
+
+/// The Gaussian transition of an affine path from a noisier time `t` to a cleaner time `s`
+/// (Kingma et al., *Variational Diffusion Models*, 2021, §3.2 and App. A): the forward kernel
+/// `q(x_t | x_s) = N(α_{t|s} x_s, σ²_{t|s} I)` with `α_{t|s} = α_t/α_s`,
+/// `σ²_{t|s} = σ_t² − α²_{t|s} σ_s²`, and the posterior
+/// `q(x_s | x_t, x₁) = N(c_data x₁ + c_x x_t, σ²_{t|s} σ_s²/σ_t² I)`. On a DDPM table at
+/// consecutive levels, `σ²_{t|s}` is β and the posterior variance is β̃ (Ho et al. 2020, eq. 7).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GaussianTransition {
+    /// `α_{t|s}`.
+    pub alpha_ts: f64,
+    /// `σ²_{t|s}` (DDPM's β between the two levels).
+    pub sigma2_ts: f64,
+    /// Posterior-mean coefficient of the data `x₁`: `α_s σ²_{t|s}/σ_t²`.
+    pub posterior_data: f64,
+    /// Posterior-mean coefficient of `x_t`: `α_{t|s} σ_s²/σ_t²`.
+    pub posterior_x: f64,
+    /// Posterior variance `σ²_{t|s} σ_s²/σ_t²` (DDPM's β̃).
+    pub posterior_variance: f64,
+}
+
+/// The variance of DDPM's reverse transitions (diffusers' `variance_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DdpmVariance {
+    /// The true posterior variance `σ²_{t|s} σ_s²/σ_t²` (β̃ in Ho et al. 2020), clamped at 1e-20.
+    #[default]
+    FixedSmall,
+    /// The forward variance `σ²_{t|s}` (β in Ho et al. 2020).
+    FixedLarge,
+}
+
+impl DdpmVariance {
+    /// The variance of this choice for a transition (fixed_small clamped at 1e-20 as diffusers).
+    pub fn of(&self, q: &GaussianTransition) -> f64 {
+        match self {
+            DdpmVariance::FixedSmall => q.posterior_variance.max(1e-20),
+            DdpmVariance::FixedLarge => q.sigma2_ts,
+        }
+    }
+}
+
+impl<S: Schedule> AffinePath<S> {
+    /// The Gaussian transition from `t_cur` (noisier) to `t_next` (cleaner).
+    ///
+    /// # Errors
+    /// [`Error::SingularTime`] unless σ > 0 at `t_cur` and α > 0 at `t_next`.
+    pub fn transition(&self, t_cur: f64, t_next: f64) -> Result<GaussianTransition> {
+        let (cur, next) = (self.schedule.values(t_cur), self.schedule.values(t_next));
+        if !(cur.sigma > 0.0 && next.alpha > 0.0) {
+            return Err(Error::SingularTime {
+                what: "the Gaussian transition between two times",
+                t: t_cur,
+                reason: "needs σ > 0 at the noisier time and α > 0 at the cleaner one",
+            });
+        }
+        let alpha_ts = cur.alpha / next.alpha;
+        let sigma2_ts = (cur.sigma * cur.sigma - alpha_ts * alpha_ts * next.sigma * next.sigma).max(0.0);
+        let sigma2_t = cur.sigma * cur.sigma;
+        Ok(GaussianTransition {
+            alpha_ts,
+            sigma2_ts,
+            posterior_data: next.alpha * sigma2_ts / sigma2_t,
+            posterior_x: alpha_ts * next.sigma * next.sigma / sigma2_t,
+            posterior_variance: sigma2_ts * next.sigma * next.sigma / sigma2_t,
+        })
     }
 }
 

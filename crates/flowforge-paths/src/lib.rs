@@ -24,7 +24,7 @@ mod interpolant;
 mod schedule;
 mod schedules;
 
-pub use affine::{AffinePath, ConditionalPath, PathCoefficients, PathSample, SINGULARITY_THRESHOLD};
+pub use affine::{AffinePath, ConditionalPath, DdpmVariance, GaussianTransition, PathCoefficients, PathSample, SINGULARITY_THRESHOLD};
 pub use config::{AnyPath, AnySchedule, PathConfig, ScheduleConfig};
 pub use discrete::{BetaSchedule, DiscreteSchedule, DiscreteScheduleConfig, rescale_zero_terminal_snr};
 pub use interpolant::{NoiseScale, StochasticInterpolant};

@@ -13,7 +13,8 @@ use crate::sampler::{Sampler, StepIndex};
 use burn::tensor::Tensor;
 use flowforge_core::error::check;
 use flowforge_core::{EdmSigma, Error, Model, Result, Time};
-use flowforge_paths::{AffinePath, Schedule, ScheduleValues};
+use flowforge_paths::{AffinePath, Schedule};
+pub use flowforge_paths::DdpmVariance;
 use serde::{Deserialize, Serialize};
 
 /// Clean-sample post-processing applied to x̂₁ before it is used (diffusers' `clip_sample` and
@@ -88,17 +89,6 @@ impl SampleClipping {
     }
 }
 
-/// The variance of DDPM's reverse transitions (diffusers' `variance_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum DdpmVariance {
-    /// The true posterior variance `σ²_{t|s} σ_s²/σ_t²` (β̃ in Ho et al. 2020), clamped at 1e-20.
-    #[default]
-    FixedSmall,
-    /// The forward variance `σ²_{t|s}` (β in Ho et al. 2020).
-    FixedLarge,
-}
-
 /// The Gaussian posterior `q(x_s | x_t, x̂₁)` of a step from `t_cur` (noisier) to `t_next`.
 #[derive(Debug, Clone)]
 pub struct Posterior<const D: usize> {
@@ -106,13 +96,6 @@ pub struct Posterior<const D: usize> {
     pub mean: Tensor<D>,
     /// Its (per-element) variance under the chosen [`DdpmVariance`].
     pub variance: f64,
-}
-
-fn transition(cur: ScheduleValues, next: ScheduleValues) -> (f64, f64) {
-    // α_{t|s}, σ²_{t|s} between the noisier t (= cur) and the cleaner s (= next).
-    let alpha_ts = cur.alpha / next.alpha;
-    let sigma2_ts = cur.sigma * cur.sigma - alpha_ts * alpha_ts * next.sigma * next.sigma;
-    (alpha_ts, sigma2_ts.max(0.0))
 }
 
 /// DDPM ancestral sampling (Ho et al., *Denoising Diffusion Probabilistic Models*, 2020,
@@ -174,25 +157,10 @@ impl Ddpm {
         t_cur: f64,
         t_next: f64,
     ) -> Result<Posterior<D>> {
-        let (cur, next) = (path.schedule().values(t_cur), path.schedule().values(t_next));
-        if cur.sigma <= 0.0 || next.alpha <= 0.0 {
-            return Err(Error::SingularTime {
-                what: "the DDPM posterior",
-                t: t_cur,
-                reason: "needs σ > 0 at the current time and α > 0 at the next",
-            });
-        }
-        let (alpha_ts, sigma2_ts) = transition(cur, next);
-        let sigma2_t = cur.sigma * cur.sigma;
-        let c_data = next.alpha * sigma2_ts / sigma2_t;
-        let c_x = alpha_ts * next.sigma * next.sigma / sigma2_t;
-        let variance = match self.variance {
-            DdpmVariance::FixedSmall => (sigma2_ts * next.sigma * next.sigma / sigma2_t).max(1e-20),
-            DdpmVariance::FixedLarge => sigma2_ts,
-        };
+        let q = path.transition(t_cur, t_next)?;
         Ok(Posterior {
-            mean: data.mul_scalar(c_data) + x_t.mul_scalar(c_x),
-            variance,
+            mean: data.mul_scalar(q.posterior_data) + x_t.mul_scalar(q.posterior_x),
+            variance: self.variance.of(&q),
         })
     }
 }
@@ -280,8 +248,10 @@ impl Ddim {
             return 0.0;
         }
         let (cur, next) = (path.schedule().values(t_cur), path.schedule().values(t_next));
-        let (_, sigma2_ts) = transition(cur, next);
-        self.eta * (next.sigma / cur.sigma) * sigma2_ts.sqrt()
+        match path.transition(t_cur, t_next) {
+            Ok(q) => self.eta * (next.sigma / cur.sigma) * q.sigma2_ts.sqrt(),
+            Err(_) => 0.0,
+        }
     }
 
     /// The DDIM update from the model's (x̂₁, ε̂), with `z` the noise (ignored when η = 0).
