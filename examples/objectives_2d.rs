@@ -6,6 +6,7 @@
 //! cargo run --example objectives_2d -- --method cfm
 //! cargo run --example objectives_2d -- --method ot-cfm --source 8gaussians
 //! cargo run --example objectives_2d -- --method sb-cfm --source 8gaussians
+//! cargo run --example objectives_2d -- --method reflow     # 1-RF, then 2-RF on its couplings
 //! cargo run --example objectives_2d -- --method ddpm
 //! cargo run --example objectives_2d -- --method edm
 //! cargo run --example objectives_2d -- --method meanflow
@@ -36,7 +37,7 @@ use flowforge::{Condition, Noise, Velocity};
 use rand::rngs::StdRng;
 use std::time::Instant;
 
-const USAGE: &str = "objectives_2d --method cfm|ot-cfm|sb-cfm|ddpm|edm|meanflow [--source gaussian|8gaussians] \
+const USAGE: &str = "objectives_2d --method cfm|ot-cfm|sb-cfm|reflow|ddpm|edm|meanflow [--source gaussian|8gaussians] \
 [--steps 3000] [--batch 256] [--lr 1e-3] [--ema 0] [--cosine] [--sigma 0.5 (sb-cfm)] [--seed 0] [--samples 2000] \
 [--mf-mean -0.4 --mf-std 1.0 --mf-equal 0.75 --mf-power 1.0 (meanflow)] \
 [--out out/objectives_2d] [--device default|flex|wgpu|ndarray|cuda]";
@@ -137,6 +138,59 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Ok((x, s.evaluations))
             })?;
             (Run { samples: vec![sample], trajectories }, report.seconds, *report.losses.last().unwrap_or(&f64::NAN))
+        }
+        "reflow" => {
+            // 1-rectified flow: CFM with independent pairs.
+            let objective = RegressionLoss::new(condot.clone());
+            let steps_each = steps;
+            let mut trainer = Trainer::new(config.clone(), mlp(1)?)?;
+            let first = trainer.fit(|model, rng, _| {
+                let x1 = data.sample_tensor(batch, rng, &train_device);
+                let x0 = source(&source_kind, batch, rng, &train_device);
+                let t = uniform.sample(batch, rng, &CondOt::default())?;
+                objective.loss(&predicting::<Velocity, _>(model), x0, x1, None, &t, &Condition::none())
+            })?;
+            let (online, averaged) = trainer.into_parts();
+            let net1: Mlp = averaged.unwrap_or_else(|| online.clone().valid());
+            // Reflow couplings: 20,000 noise samples pushed through the learned flow (RK4-25).
+            let pool = 20_000;
+            let v1 = predicting::<Velocity, _>(&net1);
+            let field1 = PathModel::new(&v1, &condot);
+            let (pool_x0, pool_x1) = flowforge::samplers::reflow_pairs(&field1, &flowforge::samplers::Rk4, source(&source_kind, pool, &mut rng(seed + 100), &device), &TimeGrid::uniform(25)?)?;
+            let (pool_x0, pool_x1) = (pool_x0.autodiff(), pool_x1.autodiff());
+            // 2-rectified flow: fine-tune on the pairs.
+            let mut trainer = Trainer::new(config, online)?;
+            let second = trainer.fit(|model, rng, _| {
+                let rows: Vec<i64> = (0..batch).map(|_| rand::RngExt::random_range(rng, 0..pool as i64)).collect();
+                let index = Tensor::<1, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(rows, [batch]), &train_device);
+                let (x0, x1) = (pool_x0.clone().select(0, index.clone()), pool_x1.clone().select(0, index));
+                let t = uniform.sample(batch, rng, &CondOt::default())?;
+                objective.loss(&predicting::<Velocity, _>(model), x0, x1, None, &t, &Condition::none())
+            })?;
+            let (online, averaged) = trainer.into_parts();
+            let net2: Mlp = averaged.unwrap_or_else(|| online.valid());
+            let v2 = predicting::<Velocity, _>(&net2);
+            let field2 = PathModel::new(&v2, &condot);
+            let mut samples = Vec::new();
+            let mut trajectories = None;
+            for (label, field) in [("1-RF", &field1), ("2-RF", &field2)] {
+                let mut saved = None;
+                samples.push(timed(&format!("{label} Euler-100"), &mut || {
+                    let s = solve(field, &Euler, x_start.clone(), &TimeGrid::uniform(100)?, &mut NoNoise, trajectory_options())?;
+                    let x = s.x.clone();
+                    saved = Some(to_rows(s.saved));
+                    Ok((x, s.evaluations))
+                })?);
+                let s = straightness(saved.as_ref().expect("saved"))?;
+                println!("{label}: straightness {s:.4}");
+                samples.push(timed(&format!("{label} Euler-1"), &mut || {
+                    let s = solve(field, &Euler, x_start.clone(), &TimeGrid::uniform(1)?, &mut NoNoise, SolveOptions::default())?;
+                    Ok((s.x, s.evaluations))
+                })?);
+                trajectories = saved;
+            }
+            let _ = steps_each;
+            (Run { samples, trajectories }, first.seconds + second.seconds, *second.losses.last().unwrap_or(&f64::NAN))
         }
         "ddpm" => {
             let schedule = DiscreteScheduleConfig::new().init()?;

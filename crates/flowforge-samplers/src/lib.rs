@@ -37,5 +37,5 @@ pub use field::{Evaluation, FnField, PathModel, VectorField};
 pub use grid::{DdimSpacing, TimeGrid, ddim_levels};
 pub use noise::{DeviceNoise, NoNoise, NoiseSource, ReplayNoise, SeededNoise};
 pub use ode::{Euler, Heun, Midpoint, NoiseToSignal, OdeSolver, Rk4};
-pub use sampler::{SaveAt, Sampler, Solution, SolveOptions, StepIndex, StepInfo, solve};
+pub use sampler::{SaveAt, Sampler, Solution, SolveOptions, StepIndex, StepInfo, reflow_pairs, solve};
 pub use sde::{Diffusion, EulerMaruyama, Langevin, PredictorCorrector};
