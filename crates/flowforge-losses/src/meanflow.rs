@@ -199,6 +199,49 @@ pub fn meanflow_target<M: AverageVelocityJvp<D>, const D: usize>(
     Ok(MeanFlowTarget { prediction, jvp, target })
 }
 
+/// Classifier-free guidance folded into the MeanFlow target (Geng et al. 2025, §4.2 and its
+/// improved form with κ): the velocity regressed on becomes
+/// `ṽ = ω v + κ ū(x_a, a, a | c) + (1 − ω − κ) ū(x_a, a, a | ∅)`, where `ū(x, a, a)` is the
+/// network's own instantaneous velocity (under stop-gradient), conditional and unconditional.
+/// ω = 1, κ = 0 is no guidance.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MeanFlowGuidance {
+    /// ω, the weight of the ground-truth conditional velocity.
+    pub omega: f64,
+    /// κ, the weight of the model's conditional velocity.
+    pub kappa: f64,
+}
+
+impl MeanFlowGuidance {
+    /// The guided velocity `ṽ` for the batch (to pass as `v` to [`meanflow_target`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for non-finite ω or κ; the model's errors.
+    pub fn guided_velocity<M: AverageVelocityModel<D>, const D: usize>(
+        &self,
+        model: &M,
+        x: Tensor<D>,
+        v: Tensor<D>,
+        a: &Times,
+        condition: &Condition,
+        unconditional: &Condition,
+    ) -> Result<Tensor<D>> {
+        check::finite("omega", self.omega)?;
+        check::finite("kappa", self.kappa)?;
+        let mut guided = v.mul_scalar(self.omega);
+        if self.kappa != 0.0 {
+            let conditional = model.average_velocity(x.clone(), a, a, condition)?.detach();
+            guided = guided + conditional.mul_scalar(self.kappa);
+        }
+        let rest = 1.0 - self.omega - self.kappa;
+        if rest != 0.0 {
+            let free = model.average_velocity(x, a, a, unconditional)?.detach();
+            guided = guided + free.mul_scalar(rest);
+        }
+        Ok(guided)
+    }
+}
+
 /// Typed conversions between flowforge's MeanFlow quantities and the paper's (t = 1 noise).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PaperCoordinates;
@@ -347,4 +390,38 @@ pub fn meanflow_loss<M: AverageVelocityJvp<D>, const D: usize>(
 ) -> Result<Tensor<1>> {
     let MeanFlowTarget { prediction, target, .. } = meanflow_target(model, x, v, a, b, condition)?;
     Ok(weight.loss(prediction, target))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Int, TensorData};
+    use flowforge_core::tensor::{tensor_from_rows, tensor_to_vec};
+
+    /// ū(x, a, b | c) = x + label (0 without a label).
+    struct Toy;
+    impl AverageVelocityModel<2> for Toy {
+        fn average_velocity(&self, x: Tensor<2>, _a: &Times, _b: &Times, c: &Condition) -> Result<Tensor<2>> {
+            Ok(match &c.labels {
+                Some(l) => x.clone() + l.clone().float().reshape([x.dims()[0], 1]),
+                None => x,
+            })
+        }
+    }
+
+    #[test]
+    fn guidance_mixes_the_three_velocities() {
+        let device = Device::flex();
+        let x = tensor_from_rows(&[vec![1.0, 2.0]], &device);
+        let v = tensor_from_rows(&[vec![10.0, 20.0]], &device);
+        let a = Times::shared(0.3, 1).unwrap();
+        let labels = Condition::labels(Tensor::<1, Int>::from_data(TensorData::new(vec![4i64], [1]), &device));
+        let g = MeanFlowGuidance { omega: 2.0, kappa: 0.5 };
+        let out = tensor_to_vec(g.guided_velocity(&Toy, x.clone(), v.clone(), &a, &labels, &Condition::none()).unwrap());
+        // 2·v + 0.5·(x + 4) + (1 − 2 − 0.5)·x
+        assert_eq!(out, vec![20.0 + 2.5 - 1.5, 40.0 + 3.0 - 3.0]);
+        let none = MeanFlowGuidance { omega: 1.0, kappa: 0.0 };
+        assert_eq!(tensor_to_vec(none.guided_velocity(&Toy, x.clone(), v.clone(), &a, &labels, &Condition::none()).unwrap()), vec![10.0, 20.0]);
+        assert!(MeanFlowGuidance { omega: f64::NAN, kappa: 0.0 }.guided_velocity(&Toy, x, v, &a, &labels, &Condition::none()).is_err());
+    }
 }
