@@ -96,7 +96,9 @@ pub fn device(name: &str) -> Result<burn::tensor::Device> {
         "default" => Some(Device::default()),
         #[cfg(feature = "flex")]
         "flex" => Some(Device::flex()),
+        // Deprecated upstream in favour of flex; kept because users ask for it.
         #[cfg(feature = "ndarray")]
+        #[allow(deprecated)]
         "ndarray" => Some(Device::ndarray()),
         #[cfg(feature = "wgpu")]
         "wgpu" => Some(Device::wgpu(burn::tensor::DeviceKind::default())),
