@@ -99,7 +99,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let mlp = |time_inputs: usize| MlpConfig::new(2).with_time_inputs(time_inputs).init(&train_device);
-    let train_start = Instant::now();
     let (run, train_seconds, final_loss): (Run, f64, f64) = match method.as_str() {
         "cfm" | "ot-cfm" | "sb-cfm" => {
             let coupling = match method.as_str() {
@@ -142,7 +141,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "reflow" => {
             // 1-rectified flow: CFM with independent pairs.
             let objective = RegressionLoss::new(condot.clone());
-            let steps_each = steps;
             let mut trainer = Trainer::new(config.clone(), mlp(1)?)?;
             let first = trainer.fit(|model, rng, _| {
                 let x1 = data.sample_tensor(batch, rng, &train_device);
@@ -189,7 +187,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 })?);
                 trajectories = saved;
             }
-            let _ = steps_each;
             (Run { samples, trajectories }, first.seconds + second.seconds, *second.losses.last().unwrap_or(&f64::NAN))
         }
         "ddpm" => {
@@ -265,7 +262,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         other => return Err(format!("unknown --method {other}\n\n{USAGE}").into()),
     };
-    let _ = train_start;
 
     // Metrics (the workloads' protocol: 2,000 points against make_moons(2000) target sets).
     let target = as_rows(&Toy2d::make_moons(2000, 0.05, &mut rng(1001)));

@@ -134,8 +134,7 @@ impl<N: Network<D>, P: PredictionType, const D: usize> Model<D> for AsModel<'_, 
 
     fn predict(&self, x_t: Tensor<D>, t: &Times, condition: &Condition) -> Result<Predicted<P, D>> {
         crate::tensor::ensure_batch("x_t vs times", &x_t, t.len())?;
-        let n = t.len();
-        let column = Tensor::<2>::from_data(burn::tensor::TensorData::new(t.to_vec(), [n, 1]), &x_t.device());
+        let column = t.to_column(&x_t.device());
         self.net.forward_network(x_t, column, condition).map(Predicted::new)
     }
 }

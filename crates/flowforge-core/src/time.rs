@@ -328,6 +328,13 @@ impl Times {
         }
     }
 
+    /// The times as a `[batch, 1]` column on `device` (what a network's time input consumes).
+    pub fn to_column(&self, device: &Device) -> Tensor<2> {
+        let values = self.to_vec();
+        let n = values.len();
+        Tensor::from_data(TensorData::new(values, [n, 1]), device)
+    }
+
     /// The times as a `[batch]` tensor on `device` (what a network's time embedding consumes).
     pub fn to_tensor(&self, device: &Device) -> Tensor<1> {
         // f64 host data is cast to the device's float dtype on creation (f32 by default).
@@ -348,24 +355,6 @@ pub enum Coefficient {
 }
 
 impl Coefficient {
-    /// Combine two coefficients value by value (`f(a_i, b_i)`).
-    ///
-    /// # Panics
-    /// If both are per-sample with different lengths (a bug in the caller: coefficients of one
-    /// batch always have the same length).
-    pub fn zip_with(&self, other: &Coefficient, f: impl Fn(f64, f64) -> f64) -> Coefficient {
-        use Coefficient::*;
-        match (self, other) {
-            (Shared(a), Shared(b)) => Shared(f(*a, *b)),
-            (Shared(a), PerSample(b)) => PerSample(b.iter().map(|&b| f(*a, b)).collect()),
-            (PerSample(a), Shared(b)) => PerSample(a.iter().map(|&a| f(a, *b)).collect()),
-            (PerSample(a), PerSample(b)) => {
-                assert_eq!(a.len(), b.len(), "coefficients of one batch differ in length");
-                PerSample(a.iter().zip(b).map(|(&a, &b)| f(a, b)).collect())
-            }
-        }
-    }
-
     /// Apply a function to every value.
     pub fn map(&self, f: impl Fn(f64) -> f64) -> Coefficient {
         match self {

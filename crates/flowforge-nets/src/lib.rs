@@ -265,11 +265,6 @@ pub fn linear_dual(layer: &Linear, x: Dual<2>) -> Dual<2> {
     Dual::new(primal, tangent)
 }
 
-fn time_column(t: &Times, device: &Device) -> Tensor<2> {
-    let n = t.len();
-    Tensor::from_data(TensorData::new(t.to_vec(), [n, 1]), device)
-}
-
 impl Network<2> for Mlp {
     fn forward_network(&self, x: Tensor<2>, time: Tensor<2>, _condition: &Condition) -> Result<Tensor<2>> {
         flowforge_core::tensor::ensure_batch("x vs time column", &x, time.dims()[0])?;
@@ -280,7 +275,7 @@ impl Network<2> for Mlp {
 impl AverageVelocityModel<2> for Mlp {
     fn average_velocity(&self, x: Tensor<2>, a: &Times, b: &Times, _condition: &Condition) -> Result<Tensor<2>> {
         let device = x.device();
-        self.forward(x, &[time_column(a, &device), time_column(b, &device)])
+        self.forward(x, &[a.to_column(&device), b.to_column(&device)])
     }
 }
 

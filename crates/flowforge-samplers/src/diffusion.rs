@@ -12,7 +12,7 @@ use crate::noise::NoiseSource;
 use crate::sampler::{Sampler, StepIndex};
 use burn::tensor::Tensor;
 use flowforge_core::error::check;
-use flowforge_core::{EdmSigma, Error, Model, Result, Time};
+use flowforge_core::{EdmSigma, Error, Model, Result};
 use flowforge_paths::{AffinePath, Schedule};
 pub use flowforge_paths::DdpmVariance;
 use serde::{Deserialize, Serialize};
@@ -483,11 +483,6 @@ impl<'a, M: Model<D>, S: Schedule, const D: usize> Sampler<PathModel<'a, M, S>, 
         state.previous = Some((data, h));
         Ok(x.mul_scalar(next.sigma / cur.sigma) - denoised.mul_scalar(next.alpha * (ratio - 1.0)))
     }
-}
-
-/// The noise-to-signal level of a time, for samplers and tests: `σ_t/α_t`.
-pub fn noise_to_signal<S: Schedule + ?Sized>(schedule: &S, t: f64) -> Result<f64> {
-    Ok(schedule.edm_sigma(Time::new(t)?).value())
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ mod sampler;
 mod sde;
 
 pub use adaptive::{AdaptiveSolution, Dopri5, PidController};
-pub use diffusion::{Ddim, Ddpm, DdpmVariance, DpmHistory, DpmSolverPp2m, EdmStochastic, Posterior, SampleClipping, noise_to_signal};
+pub use diffusion::{Ddim, Ddpm, DdpmVariance, DpmHistory, DpmSolverPp2m, EdmStochastic, Posterior, SampleClipping};
 pub use field::{Evaluation, FnField, PathModel, VectorField};
 pub use grid::{DdimSpacing, TimeGrid, ddim_levels};
 pub use noise::{DeviceNoise, NoNoise, NoiseSource, ReplayNoise, SeededNoise};
