@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data = Toy2d::moons();
     let mut trainer = Trainer::new(TrainerConfig::new(steps), MlpConfig::new(2).init(&train_device)?)?;
     let report = trainer.fit(|model, rng, _| {
-        let x1 = data.sample_tensor(256, rng, &train_device);
+        let x1 = data.sample_tensor(256, rng, &train_device)?;
         let x0 = standard_normal([256, 2], rng, &train_device);
         // Avoid t ≈ 0, where α_t = 0 and x_t carries no information about the data.
         let t = TimeSampling::Uniform { low: 0.02, high: 1.0 }.sample(256, rng, &*schedule)?;
@@ -55,7 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let grid = TimeGrid::uniform_between(0.02, 1.0, 50)?;
     let ddim = tensor_to_points(solve(&field, &Ddim::new(0.0)?, x0.clone(), &grid, &mut NoNoise, SolveOptions::default())?.x);
     let heun = tensor_to_points(solve(&field, &Heun, x0, &grid, &mut NoNoise, SolveOptions::default())?.x);
-    let target = as_rows(&Toy2d::make_moons(2000, 0.05, &mut rng(1001)));
+    let target = as_rows(&Toy2d::make_moons(2000, 0.05, &mut rng(1001))?);
     println!("DDIM-50: W2 {:.4}; Heun-50: W2 {:.4}", wasserstein2(&as_rows(&ddim), &target)?, wasserstein2(&as_rows(&heun), &target)?);
     Figure::new("a custom schedule, an ε-objective, two samplers")
         .panel(Panel::new("DDIM, 50 steps").points(&ddim, Rgb::BLUE, 1))

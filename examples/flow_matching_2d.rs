@@ -61,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut trainer = Trainer::new(config, mlp)?;
     let data = Toy2d::moons();
     let report = trainer.fit(|model, rng, _step| {
-        let x1 = data.sample_tensor(batch, rng, &train_device);
+        let x1 = data.sample_tensor(batch, rng, &train_device)?;
         let x0 = standard_normal([batch, 2], rng, &train_device);
         let t = TimeSampling::default().sample(batch, rng, &CondOt::default())?;
         objective.loss(&predicting::<Velocity, _>(model), x0, x1, None, &t, &Condition::none())
@@ -97,9 +97,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Metrics on 2,000 points against 2,000 fresh target points in scikit-learn's make_moons
     // layout, and the noise floor between two such sets (the workloads' protocol).
-    let target = as_rows(&Toy2d::make_moons(2000, 0.05, &mut rng(1001)));
-    let floor_a = as_rows(&Toy2d::make_moons(2000, 0.05, &mut rng(2001)));
-    let floor_b = as_rows(&Toy2d::make_moons(2000, 0.05, &mut rng(2002)));
+    let target = as_rows(&Toy2d::make_moons(2000, 0.05, &mut rng(1001))?);
+    let floor_a = as_rows(&Toy2d::make_moons(2000, 0.05, &mut rng(2001))?);
+    let floor_b = as_rows(&Toy2d::make_moons(2000, 0.05, &mut rng(2002))?);
     let floor_w2 = wasserstein2(&floor_a, &floor_b)?;
     let floor_energy = energy_distance(&floor_a, &floor_b)?;
     println!("noise floor (2000 vs 2000 target points): W2 {floor_w2:.4}, energy {floor_energy:.5}");
@@ -114,7 +114,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // Pictures: samples next to the data, trajectories, the loss curve.
-    let data_points = data.sample(n_samples, &mut rng(99));
+    let data_points = data.sample(n_samples, &mut rng(99))?;
     let range = ((-2.0, 3.0), (-1.5, 2.0));
     let mut figure = Figure::new(format!("flow matching on two moons ({steps} steps)"))
         .panel(Panel::new("target data").range(range.0, range.1).points(&data_points, Rgb::GREY, 1));

@@ -47,11 +47,11 @@ struct Run {
     trajectories: Option<Vec<(f64, Vec<Vec<f64>>)>>,
 }
 
-fn source(kind: &str, n: usize, rng: &mut StdRng, device: &Device) -> Tensor<2> {
-    match kind {
-        "8gaussians" => Toy2d::eight_gaussians().sample_tensor(n, rng, device).div_scalar(2.5),
+fn source(kind: &str, n: usize, rng: &mut StdRng, device: &Device) -> flowforge::Result<Tensor<2>> {
+    Ok(match kind {
+        "8gaussians" => Toy2d::eight_gaussians().sample_tensor(n, rng, device)?.div_scalar(2.5),
         _ => standard_normal([n, 2], rng, device),
-    }
+    })
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -86,7 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data = Toy2d::moons();
     let uniform = TimeSampling::default();
     let condot = AffinePath::new(CondOt::default());
-    let x_start = source(&source_kind, n, &mut rng(seed + 7), &device);
+    let x_start = source(&source_kind, n, &mut rng(seed + 7), &device)?;
     let trajectory_options = || SolveOptions::default().save_at(SaveAt::Steps);
     let to_rows = |saved: Vec<(f64, Tensor<2>)>| -> Vec<(f64, Vec<Vec<f64>>)> {
         saved.into_iter().map(|(t, x)| (t, as_rows(&tensor_to_points(x)))).collect()
@@ -110,8 +110,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let sb = method == "sb-cfm";
             let mut trainer = Trainer::new(config, mlp(1)?)?;
             let report = trainer.fit(|model, rng, _| {
-                let x1 = data.sample_tensor(batch, rng, &train_device);
-                let x0 = source(&source_kind, batch, rng, &train_device);
+                let x1 = data.sample_tensor(batch, rng, &train_device)?;
+                let x0 = source(&source_kind, batch, rng, &train_device)?;
                 let pair = coupling.couple(x0, x1, None, rng)?;
                 let velocity = predicting::<Velocity, _>(model);
                 if sb {
@@ -143,8 +143,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let objective = RegressionLoss::new(condot.clone());
             let mut trainer = Trainer::new(config.clone(), mlp(1)?)?;
             let first = trainer.fit(|model, rng, _| {
-                let x1 = data.sample_tensor(batch, rng, &train_device);
-                let x0 = source(&source_kind, batch, rng, &train_device);
+                let x1 = data.sample_tensor(batch, rng, &train_device)?;
+                let x0 = source(&source_kind, batch, rng, &train_device)?;
                 let t = uniform.sample(batch, rng, &CondOt::default())?;
                 objective.loss(&predicting::<Velocity, _>(model), x0, x1, None, &t, &Condition::none())
             })?;
@@ -154,7 +154,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let pool = 20_000;
             let v1 = predicting::<Velocity, _>(&net1);
             let field1 = PathModel::new(&v1, &condot);
-            let (pool_x0, pool_x1) = flowforge::samplers::reflow_pairs(&field1, &flowforge::samplers::Rk4, source(&source_kind, pool, &mut rng(seed + 100), &device), &TimeGrid::uniform(25)?)?;
+            let (pool_x0, pool_x1) = flowforge::samplers::reflow_pairs(&field1, &flowforge::samplers::Rk4, source(&source_kind, pool, &mut rng(seed + 100), &device)?, &TimeGrid::uniform(25)?)?;
             let (pool_x0, pool_x1) = (pool_x0.autodiff(), pool_x1.autodiff());
             // 2-rectified flow: fine-tune on the pairs.
             let mut trainer = Trainer::new(config, online)?;
@@ -196,7 +196,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let levels = TimeSampling::DiscreteUniform { num_train_timesteps: 1000 };
             let mut trainer = Trainer::new(config, mlp(1)?)?;
             let report = trainer.fit(|model, rng, _| {
-                let x1 = data.sample_tensor(batch, rng, &train_device);
+                let x1 = data.sample_tensor(batch, rng, &train_device)?;
                 let x0 = standard_normal([batch, 2], rng, &train_device);
                 let t = levels.sample(batch, rng, &schedule)?;
                 objective.loss(&predicting::<Noise, _>(model), x0, x1, None, &t, &Condition::none())
@@ -226,7 +226,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let noise_levels = TimeSampling::edm();
             let mut trainer = Trainer::new(config, mlp(1)?)?;
             let report = trainer.fit(|model, rng, _| {
-                let x1 = data.sample_tensor(batch, rng, &train_device);
+                let x1 = data.sample_tensor(batch, rng, &train_device)?;
                 let x0 = standard_normal([batch, 2], rng, &train_device);
                 let t = noise_levels.sample(batch, rng, &schedule)?;
                 let denoiser = EdmPreconditioned::new(model, schedule, 0.5)?;
@@ -248,7 +248,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (pairs, weight) = (mf_pairs, mf_weight);
             let mut trainer = Trainer::new(config, mlp(2)?)?;
             let report = trainer.fit(|model, rng, _| {
-                let x1 = data.sample_tensor(batch, rng, &train_device);
+                let x1 = data.sample_tensor(batch, rng, &train_device)?;
                 let x0 = standard_normal([batch, 2], rng, &train_device);
                 let (a, b) = pairs.sample(batch, rng)?;
                 let x_a = condot.point(x0.clone(), x1.clone(), &a)?;
@@ -264,8 +264,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     // Metrics (the workloads' protocol: 2,000 points against make_moons(2000) target sets).
-    let target = as_rows(&Toy2d::make_moons(2000, 0.05, &mut rng(1001)));
-    let floor = wasserstein2(&as_rows(&Toy2d::make_moons(2000, 0.05, &mut rng(2001))), &as_rows(&Toy2d::make_moons(2000, 0.05, &mut rng(2002))))?;
+    let target = as_rows(&Toy2d::make_moons(2000, 0.05, &mut rng(1001))?);
+    let floor = wasserstein2(&as_rows(&Toy2d::make_moons(2000, 0.05, &mut rng(2001))?), &as_rows(&Toy2d::make_moons(2000, 0.05, &mut rng(2002))?))?;
     println!("method {method}, source {source_kind}, {steps} steps: trained in {train_seconds:.1} s ({:.0} steps/s), final loss {final_loss:.4}", steps as f64 / train_seconds);
     println!("noise floor W2 {floor:.4}");
     let straight = run.trajectories.as_ref().map(|t| straightness(t)).transpose()?;
@@ -283,7 +283,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         json.push(format!("\"straightness\":{s:.5}"));
     }
     let mut figure = Figure::new(format!("{method} ({source_kind} → moons, {steps} steps)"))
-        .panel(Panel::new("target").range((-2.0, 3.0), (-1.5, 2.0)).points(&Toy2d::make_moons(n, 0.05, &mut rng(5)), Rgb::GREY, 1));
+        .panel(Panel::new("target").range((-2.0, 3.0), (-1.5, 2.0)).points(&Toy2d::make_moons(n, 0.05, &mut rng(5))?, Rgb::GREY, 1));
     for (name, points, seconds, nfe) in &run.samples {
         let generated = as_rows(&points[..2000.min(points.len())]);
         let w2 = wasserstein2(&generated, &target)?;

@@ -45,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut generator = rng(seed);
     let data = Toy2d::moons();
-    let x1: Tensor<2> = data.sample_tensor(n, &mut generator, &device);
+    let x1: Tensor<2> = data.sample_tensor(n, &mut generator, &device)?;
     let x0: Tensor<2> = standard_normal([n, 2], &mut generator, &device);
     let eps: Tensor<2> = standard_normal([n, 2], &mut generator, &device);
     let (data_mean, data_var) = moments(&tensor_to_points(x1.clone()));

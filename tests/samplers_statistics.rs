@@ -29,7 +29,7 @@ fn oracle<S: Schedule>(schedule: S) -> MixtureOracle<S> {
 fn fresh(seed: u64) -> Vec<Vec<f64>> {
     let (w, m, s) = mixture_spec();
     let toy = Toy2d::GaussianMixture { weights: w, means: m.iter().map(|v| [v[0], v[1]]).collect(), stds: s };
-    toy.sample(N, &mut rng(seed)).iter().map(|p| p.to_vec()).collect()
+    toy.sample(N, &mut rng(seed)).unwrap().iter().map(|p| p.to_vec()).collect()
 }
 
 /// Mean W2 between pairs of fresh sample sets, and its spread.

@@ -25,7 +25,7 @@ fn small_mlp(hidden: usize) -> Mlp {
 /// One CFM step's loss on fresh moons, drawn from the step's generator.
 fn cfm_loss(model: &Mlp, rng: &mut StdRng, _step: usize) -> flowforge::Result<Tensor<1>> {
     let dev = autodiff_device();
-    let x1 = Toy2d::moons().sample_tensor(64, rng, &dev);
+    let x1 = Toy2d::moons().sample_tensor(64, rng, &dev)?;
     let x0 = standard_normal([64, 2], rng, &dev);
     let t = TimeSampling::default().sample(64, rng, &CondOt::default())?;
     RegressionLoss::new(AffinePath::new(CondOt::default())).loss(&predicting::<Velocity, _>(model), x0, x1, None, &t, &Condition::none())

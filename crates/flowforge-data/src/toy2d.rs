@@ -1,6 +1,8 @@
 //! Two-dimensional toy distributions.
 
 use burn::tensor::{Device, Tensor, TensorData};
+use flowforge_core::error::check;
+use flowforge_core::{Error, Result};
 use core::f64::consts::PI;
 use rand::{Rng, RngExt};
 use rand_distr::{Distribution, StandardNormal};
@@ -70,9 +72,57 @@ impl Toy2d {
         }
     }
 
+    /// Check the parameters.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for negative or non-finite noise levels, radii, factors,
+    /// standard deviations or weights; [`Error::InvalidCount`] for a mixture without components;
+    /// [`Error::ShapeMismatch`] for mixture lists of different lengths.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Toy2d::Moons { noise } | Toy2d::SwissRoll { noise } | Toy2d::TwoSpirals { noise } => {
+                check::non_negative("noise", *noise)?;
+            }
+            Toy2d::EightGaussians { radius, std } => {
+                check::finite("radius", *radius)?;
+                check::non_negative("std", *std)?;
+            }
+            Toy2d::Circles { factor, noise } => {
+                check::finite("factor", *factor)?;
+                check::non_negative("noise", *noise)?;
+            }
+            Toy2d::Checkerboard => {}
+            Toy2d::GaussianMixture { weights, means, stds } => {
+                check::count_at_least_one("components", weights.len())?;
+                if means.len() != weights.len() || stds.len() != weights.len() {
+                    return Err(Error::ShapeMismatch {
+                        what: "mixture weights / means / stds",
+                        expected: vec![weights.len(); 3],
+                        actual: vec![weights.len(), means.len(), stds.len()],
+                    });
+                }
+                for &w in weights {
+                    check::non_negative("weight", w)?;
+                }
+                check::positive("sum of weights", weights.iter().sum())?;
+                for &s in stds {
+                    check::non_negative("std", s)?;
+                }
+                for &m in means.iter().flatten() {
+                    check::finite("mean", m)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `n` labelled samples: points and the index of the component / moon / circle they came
     /// from (0 for unlabelled distributions).
-    pub fn sample_labelled<R: Rng + ?Sized>(&self, n: usize, rng: &mut R) -> (Vec<[f64; 2]>, Vec<usize>) {
+    ///
+    /// # Errors
+    /// As [`Toy2d::validate`].
+    pub fn sample_labelled<R: Rng + ?Sized>(&self, n: usize, rng: &mut R) -> Result<(Vec<[f64; 2]>, Vec<usize>)> {
+        self.validate()?;
         let normal = |rng: &mut R| -> f64 { StandardNormal.sample(rng) };
         let mut points = Vec::with_capacity(n);
         let mut labels = Vec::with_capacity(n);
@@ -148,14 +198,18 @@ impl Toy2d {
                 }
             }
         }
-        (points, labels)
+        Ok((points, labels))
     }
 
     /// scikit-learn's `make_moons(n, noise, shuffle=True)` layout exactly: `n/2` outer and
     /// `n − n/2` inner points on *evenly spaced* angles (`linspace(0, π, ·)`), shuffled, plus
     /// N(0, noise²). Two such sets are much closer to each other than two i.i.d. samples, which
     /// is why the benchmark workloads' noise floor (W2 ≈ 0.027 at n = 2000) uses this layout.
-    pub fn make_moons<R: Rng + ?Sized>(n: usize, noise: f64, rng: &mut R) -> Vec<[f64; 2]> {
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a negative or non-finite noise.
+    pub fn make_moons<R: Rng + ?Sized>(n: usize, noise: f64, rng: &mut R) -> Result<Vec<[f64; 2]>> {
+        check::non_negative("noise", noise)?;
         let n_out = n / 2;
         let n_in = n - n_out;
         let linspace = |m: usize, i: usize| if m <= 1 { 0.0 } else { PI * i as f64 / (m - 1) as f64 };
@@ -179,17 +233,23 @@ impl Toy2d {
             p[0] += noise * a;
             p[1] += noise * b;
         }
-        points
+        Ok(points)
     }
 
     /// `n` samples.
-    pub fn sample<R: Rng + ?Sized>(&self, n: usize, rng: &mut R) -> Vec<[f64; 2]> {
-        self.sample_labelled(n, rng).0
+    ///
+    /// # Errors
+    /// As [`Toy2d::validate`].
+    pub fn sample<R: Rng + ?Sized>(&self, n: usize, rng: &mut R) -> Result<Vec<[f64; 2]>> {
+        Ok(self.sample_labelled(n, rng)?.0)
     }
 
-    /// `n` samples as a `[n, 2]` f32 tensor on `device`.
-    pub fn sample_tensor<R: Rng + ?Sized>(&self, n: usize, rng: &mut R, device: &Device) -> Tensor<2> {
-        points_to_tensor(&self.sample(n, rng), device)
+    /// `n` samples as a `[n, 2]` tensor on `device`.
+    ///
+    /// # Errors
+    /// As [`Toy2d::validate`].
+    pub fn sample_tensor<R: Rng + ?Sized>(&self, n: usize, rng: &mut R, device: &Device) -> Result<Tensor<2>> {
+        Ok(points_to_tensor(&self.sample(n, rng)?, device))
     }
 }
 
@@ -223,7 +283,7 @@ mod tests {
     #[test]
     fn moons_have_the_sklearn_moments() {
         // make_moons(noise = 0.05): E[x] = 0.5, E[y] = 0.25 (outer mean 2/π, inner 0.5 − 2/π).
-        let points = Toy2d::moons().sample(200_000, &mut rng(0));
+        let points = Toy2d::moons().sample(200_000, &mut rng(0)).unwrap();
         let (m, _) = mean_and_std(&points);
         assert!((m[0] - 0.5).abs() < 0.01, "{m:?}");
         assert!((m[1] - 0.25).abs() < 0.01, "{m:?}");
@@ -232,8 +292,8 @@ mod tests {
 
     #[test]
     fn make_moons_sets_are_close_to_each_other() {
-        let a = Toy2d::make_moons(400, 0.0, &mut rng(1));
-        let b = Toy2d::make_moons(400, 0.0, &mut rng(2));
+        let a = Toy2d::make_moons(400, 0.0, &mut rng(1)).unwrap();
+        let b = Toy2d::make_moons(400, 0.0, &mut rng(2)).unwrap();
         let mut sa: Vec<_> = a.iter().map(|p| (p[0] * 1e6) as i64).collect();
         let mut sb: Vec<_> = b.iter().map(|p| (p[0] * 1e6) as i64).collect();
         sa.sort();
@@ -244,7 +304,7 @@ mod tests {
 
     #[test]
     fn eight_gaussians_sit_on_the_circle() {
-        let (points, labels) = Toy2d::eight_gaussians().sample_labelled(20_000, &mut rng(1));
+        let (points, labels) = Toy2d::eight_gaussians().sample_labelled(20_000, &mut rng(1)).unwrap();
         for (p, &k) in points.iter().zip(&labels) {
             let a = 2.0 * PI * k as f64 / 8.0;
             let d = ((p[0] - 5.0 * a.cos()).powi(2) + (p[1] - 5.0 * a.sin()).powi(2)).sqrt();
@@ -255,11 +315,21 @@ mod tests {
 
     #[test]
     fn sampling_is_reproducible_from_the_seed() {
-        let a = Toy2d::moons().sample(10, &mut rng(42));
-        let b = Toy2d::moons().sample(10, &mut rng(42));
-        let c = Toy2d::moons().sample(10, &mut rng(43));
+        let a = Toy2d::moons().sample(10, &mut rng(42)).unwrap();
+        let b = Toy2d::moons().sample(10, &mut rng(42)).unwrap();
+        let c = Toy2d::moons().sample(10, &mut rng(43)).unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn bad_parameters_are_typed_errors_not_panics() {
+        let empty = Toy2d::GaussianMixture { weights: vec![], means: vec![], stds: vec![] };
+        assert!(matches!(empty.sample(3, &mut rng(0)), Err(Error::InvalidCount { .. })));
+        let ragged = Toy2d::GaussianMixture { weights: vec![1.0, 1.0], means: vec![[0.0, 0.0]], stds: vec![0.1, 0.1] };
+        assert!(matches!(ragged.sample(3, &mut rng(0)), Err(Error::ShapeMismatch { .. })));
+        assert!(matches!(Toy2d::Moons { noise: -0.1 }.sample(3, &mut rng(0)), Err(Error::InvalidParameter { name: "noise", .. })));
+        assert!(Toy2d::make_moons(10, f64::NAN, &mut rng(0)).is_err());
     }
 
     #[test]
@@ -269,7 +339,7 @@ mod tests {
             means: vec![[-3.0, 0.0], [3.0, 0.0]],
             stds: vec![0.5, 0.5],
         };
-        let (_, labels) = mix.sample_labelled(50_000, &mut rng(3));
+        let (_, labels) = mix.sample_labelled(50_000, &mut rng(3)).unwrap();
         let frac = labels.iter().filter(|&&k| k == 1).count() as f64 / 50_000.0;
         assert!((frac - 0.8).abs() < 0.01, "{frac}");
     }

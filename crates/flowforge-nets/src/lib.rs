@@ -200,21 +200,29 @@ impl Mlp {
         self.time_inputs
     }
 
-    fn check_times(&self, given: usize) -> Result<()> {
-        if given == self.time_inputs {
-            Ok(())
-        } else {
-            Err(Error::ShapeMismatch { what: "number of time inputs", expected: vec![self.time_inputs], actual: vec![given] })
+    fn check_inputs(&self, x_dims: [usize; 2], times: &[[usize; 2]]) -> Result<()> {
+        if times.len() != self.time_inputs {
+            return Err(Error::ShapeMismatch { what: "number of time inputs", expected: vec![self.time_inputs], actual: vec![times.len()] });
         }
+        let per_time = self.embedding.as_ref().map_or(1, SinusoidalEmbedding::dim);
+        let data_dim = self.layers[0].weight.dims()[0] - per_time * self.time_inputs;
+        if x_dims[1] != data_dim {
+            return Err(Error::ShapeMismatch { what: "MLP input x", expected: vec![x_dims[0], data_dim], actual: x_dims.to_vec() });
+        }
+        if let Some(bad) = times.iter().find(|t| **t != [x_dims[0], 1]) {
+            return Err(Error::ShapeMismatch { what: "MLP time column", expected: vec![x_dims[0], 1], actual: bad.to_vec() });
+        }
+        Ok(())
     }
 
     /// # Shapes
     /// `x`: `[batch, data_dim]`; each time `[batch, 1]` → `[batch, data_dim]`.
     ///
     /// # Errors
-    /// [`Error::ShapeMismatch`] for the wrong number of times.
+    /// [`Error::ShapeMismatch`] for the wrong number or shape of times, or an `x` of another
+    /// dimension than the network's.
     pub fn forward(&self, x: Tensor<2>, times: &[Tensor<2>]) -> Result<Tensor<2>> {
-        self.check_times(times.len())?;
+        self.check_inputs(x.dims(), &times.iter().map(Tensor::dims).collect::<Vec<_>>())?;
         let mut parts = vec![x];
         for t in times {
             parts.push(match &self.embedding {
@@ -238,7 +246,7 @@ impl Mlp {
     /// # Errors
     /// As [`Mlp::forward`].
     pub fn forward_dual(&self, x: Dual<2>, times: &[Dual<2>]) -> Result<Dual<2>> {
-        self.check_times(times.len())?;
+        self.check_inputs(x.primal.dims(), &times.iter().map(|t| t.primal.dims()).collect::<Vec<_>>())?;
         let mut parts = vec![x];
         for t in times {
             parts.push(match &self.embedding {
@@ -315,6 +323,10 @@ mod tests {
         let out = model.predict(x, &Times::shared(0.5, 3).unwrap(), &Condition::none()).unwrap();
         assert_eq!(out.tensor().dims(), [3, 2]);
         assert!(matches!(mlp.forward(tensor_from_rows(&[vec![0.0, 0.0]], &device), &[]), Err(Error::ShapeMismatch { .. })));
+        // An input of the wrong dimension is a typed error, not a panic inside burn's Linear.
+        let three = tensor_from_rows(&[vec![0.0, 0.0, 0.0]], &device);
+        let t = tensor_from_rows(&[vec![0.5]], &device);
+        assert!(matches!(mlp.forward(three, &[t]), Err(Error::ShapeMismatch { what: "MLP input x", .. })));
     }
 
     #[test]
