@@ -97,14 +97,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Metrics on 2,000 points against 2,000 fresh target points in scikit-learn's make_moons
     // layout, and the noise floor between two such sets (the workloads' protocol).
-    let target = as_rows(&Toy2d::make_moons(2000, 0.05, &mut rng(1001))?);
-    let floor_a = as_rows(&Toy2d::make_moons(2000, 0.05, &mut rng(2001))?);
-    let floor_b = as_rows(&Toy2d::make_moons(2000, 0.05, &mut rng(2002))?);
+    // (Fewer when fewer samples were asked for: exact W2 compares sets of equal size.)
+    let m = 2000.min(n_samples);
+    let target = as_rows(&Toy2d::make_moons(m, 0.05, &mut rng(1001))?);
+    let floor_a = as_rows(&Toy2d::make_moons(m, 0.05, &mut rng(2001))?);
+    let floor_b = as_rows(&Toy2d::make_moons(m, 0.05, &mut rng(2002))?);
     let floor_w2 = wasserstein2(&floor_a, &floor_b)?;
     let floor_energy = energy_distance(&floor_a, &floor_b)?;
-    println!("noise floor (2000 vs 2000 target points): W2 {floor_w2:.4}, energy {floor_energy:.5}");
+    println!("noise floor ({m} vs {m} target points): W2 {floor_w2:.4}, energy {floor_energy:.5}");
     for (name, points, seconds, nfe) in &results {
-        let generated = as_rows(&points[..2000.min(points.len())]);
+        let generated = as_rows(&points[..m]);
         let w2 = wasserstein2(&generated, &target)?;
         let energy = energy_distance(&generated, &target)?;
         println!(
