@@ -11,11 +11,15 @@
 //!   randomness from `(seed, step)`, and the model, optimiser and EMA states are restored, so the
 //!   losses after a resume equal those of an uninterrupted run;
 //! - a NaN/∞ loss stops training with [`Error::NonFiniteLoss`](flowforge_core::Error) naming the
-//!   step, before any update, so the last good checkpoint survives.
+//!   step, before any update, so the last good checkpoint survives;
+//! - with the `burn-train` feature, [`learner`] runs any objective under burn-train's
+//!   `SupervisedTraining` (its metrics, checkpointers and multi-device / DDP strategies).
 #![warn(missing_docs)]
 
 pub mod checkpoint;
 mod ema;
+#[cfg(feature = "burn-train")]
+pub mod learner;
 mod schedule;
 mod trainer;
 
