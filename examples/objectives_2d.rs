@@ -25,7 +25,7 @@ use flowforge::data::{Toy2d, rng, standard_normal, tensor_to_points};
 use flowforge::losses::RegressionLoss;
 use flowforge::losses::coupling::Coupling;
 use flowforge::losses::edm::EdmPreconditioned;
-use flowforge::losses::meanflow::{AdaptiveWeight, TimePairSampling, meanflow_loss, meanflow_sample};
+use flowforge::losses::meanflow::{AdaptiveWeight, PairDensity, TimePairSampling, meanflow_loss, meanflow_sample};
 use flowforge::losses::time_sampling::{TimeSampling, Weighting};
 use flowforge::metrics::{as_rows, energy_distance, straightness, wasserstein2};
 use flowforge::nets::{Mlp, MlpConfig, predicting};
@@ -39,7 +39,7 @@ use std::time::Instant;
 
 const USAGE: &str = "objectives_2d --method cfm|ot-cfm|sb-cfm|reflow|ddpm|edm|meanflow [--source gaussian|8gaussians] \
 [--steps 3000] [--batch 256] [--lr 1e-3] [--ema 0] [--cosine] [--sigma 0.5 (sb-cfm)] [--seed 0] [--samples 2000] \
-[--mf-mean -0.4 --mf-std 1.0 --mf-equal 0.75 --mf-power 1.0 (meanflow)] \
+[--mf-density logit-normal|uniform --mf-mean -0.4 --mf-std 1.0 --mf-equal 0.75 --mf-power 1.0 (meanflow)] \
 [--out out/objectives_2d] [--device default|flex|wgpu|ndarray|cuda]";
 
 struct Run {
@@ -66,11 +66,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sigma: f64 = args.get("sigma", 0.5);
     let seed: u64 = args.get("seed", 0);
     let mf_defaults = TimePairSampling::default();
-    let mf_pairs = TimePairSampling {
-        mean: args.get("mf-mean", mf_defaults.mean),
-        std: args.get("mf-std", mf_defaults.std),
-        equal_fraction: args.get("mf-equal", mf_defaults.equal_fraction),
+    let mf_density = match args.get("mf-density", "logit-normal".to_owned()).as_str() {
+        "uniform" => PairDensity::Uniform,
+        _ => PairDensity::LogitNormal { mean: args.get("mf-mean", -0.4), std: args.get("mf-std", 1.0) },
     };
+    let mf_pairs = TimePairSampling { density: mf_density, equal_fraction: args.get("mf-equal", mf_defaults.equal_fraction) };
     let mf_weight = AdaptiveWeight { power: args.get("mf-power", AdaptiveWeight::default().power), ..AdaptiveWeight::default() };
     let n: usize = args.get("samples", 2000);
     let out = args.out_dir("objectives_2d");
@@ -258,7 +258,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let net: Mlp = averaged.unwrap_or_else(|| online.valid());
             let one = timed("MeanFlow 1-step", &mut || Ok((meanflow_sample(&net, x_start.clone(), &[0.0, 1.0], &Condition::none())?, 1)))?;
             let two = timed("MeanFlow 2-step", &mut || Ok((meanflow_sample(&net, x_start.clone(), &[0.0, 0.5, 1.0], &Condition::none())?, 2)))?;
-            (Run { samples: vec![one, two], trajectories: None }, report.seconds, *report.losses.last().unwrap_or(&f64::NAN))
+            let four = timed("MeanFlow 4-step", &mut || Ok((meanflow_sample(&net, x_start.clone(), &[0.0, 0.25, 0.5, 0.75, 1.0], &Condition::none())?, 4)))?;
+            let grid: Vec<f64> = (0..=100).map(|k| k as f64 / 100.0).collect();
+            let hundred = timed("MeanFlow 100-step", &mut || Ok((meanflow_sample(&net, x_start.clone(), &grid, &Condition::none())?, 100)))?;
+            (Run { samples: vec![one, two, four, hundred], trajectories: None }, report.seconds, *report.losses.last().unwrap_or(&f64::NAN))
         }
         other => return Err(format!("unknown --method {other}\n\n{USAGE}").into()),
     };

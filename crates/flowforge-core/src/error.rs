@@ -187,6 +187,38 @@ pub enum Error {
         reason: String,
     },
 
+    /// A class label outside `0..num_classes` (the null label `num_classes` is accepted where a
+    /// model was trained with label dropout).
+    #[error("class label {label} is out of range for {what} with {num_classes} classes (valid: 0..{num_classes}{null})", null = if *.null_allowed { ", or the null label" } else { "" })]
+    ClassOutOfRange {
+        /// The offending label.
+        label: i64,
+        /// Number of classes.
+        num_classes: usize,
+        /// Whether the null label `num_classes` is allowed.
+        null_allowed: bool,
+        /// What received it.
+        what: &'static str,
+    },
+
+    /// A data file could not be read or is malformed (wrong magic number, truncated, bad value).
+    #[error("data file {path}: {reason}")]
+    Data {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// An output file or folder could not be written.
+    #[error("cannot write {path}: {reason}")]
+    Output {
+        /// The file or folder.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A required input was not supplied (e.g. the noise of a stochastic interpolant).
     #[error("missing input: {what}")]
     MissingInput {

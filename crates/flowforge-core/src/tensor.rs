@@ -2,7 +2,7 @@
 //! and host ↔ device conversions for tests, examples and reference data.
 
 use crate::error::{Error, Result};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 /// Fails with [`Error::ShapeMismatch`] unless `actual` has the shape of `expected`.
 pub fn ensure_same_shape<const D: usize>(
@@ -75,4 +75,22 @@ pub fn tensor_to_rows(x: Tensor<2>) -> Vec<Vec<f64>> {
         .chunks(cols.max(1))
         .map(<[f64]>::to_vec)
         .collect()
+}
+
+/// Check that every label is in `0..num_classes` (or `..=num_classes` with the null label).
+///
+/// Reads the labels back to the host (a `[batch]` integer tensor: negligible next to a forward).
+///
+/// # Errors
+/// [`Error::ClassOutOfRange`] naming the first offending label.
+pub fn check_labels(labels: &Tensor<1, Int>, num_classes: usize, null_allowed: bool, what: &'static str) -> Result<()> {
+    let limit = num_classes as i64 + i64::from(null_allowed);
+    let host = labels
+        .clone()
+        .try_into_vec_as::<i64>()
+        .map_err(|e| Error::NonFinite { what: format!("reading class labels: {e:?}") })?;
+    match host.into_iter().find(|&l| !(0..limit).contains(&l)) {
+        Some(label) => Err(Error::ClassOutOfRange { label, num_classes, null_allowed, what }),
+        None => Ok(()),
+    }
 }

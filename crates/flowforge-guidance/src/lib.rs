@@ -10,14 +10,28 @@
 //!   and guidance rescale φ (Lin et al., *Common Diffusion Noise Schedules and Sample Steps Are
 //!   Flawed*, 2024, §3.4).
 //!
+//! - [`ClassifierGuidance`] (Dhariwal & Nichol, *Diffusion Models Beat GANs on Image
+//!   Synthesis*, NeurIPS 2021; Song et al. 2021, §I): adds `s ∇ₓ log p(y | x_t, t)` of a
+//!   noise-aware classifier to the model's score, the gradient taken by burn's autodiff, and
+//!   converted through the path into the model's own prediction kind;
+//! - [`DenoisedGradientGuidance`]: explicit guidance by any differentiable objective `J(x)` (a
+//!   reward, a constraint), moving the denoised estimate `x̂₁ ← x̂₁ + s ∇J(x̂₁)` and converting
+//!   back (the "reconstruction guidance" family: Chung et al., *Diffusion Posterior Sampling*,
+//!   ICLR 2023, without differentiating through the model; Ho et al., *Video Diffusion
+//!   Models*, 2022).
+//!
 //! Because every prediction conversion of an affine path is affine in the prediction
 //! (`c_x x_t + c_y y`), guiding in ε-space, velocity space or x̂₁-space gives the same result:
-//! the decorator never needs to know the path.
+//! classifier-free guidance never needs to know the path, and the gradient guidances only need
+//! the coefficient `c_y` that maps a change of score (or of x̂₁) into the model's prediction.
 #![warn(missing_docs)]
 
+use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
 use flowforge_core::error::check;
-use flowforge_core::{Coefficient, Condition, Error, Model, Predicted, Result, Times};
+use flowforge_core::tensor::check_labels;
+use flowforge_core::{Coefficient, Condition, Error, Model, Predicted, PredictionKind, PredictionType, Result, Times};
+use flowforge_paths::{AffinePath, Schedule};
 use serde::{Deserialize, Serialize};
 
 /// How the guidance scale is read.
@@ -137,6 +151,180 @@ impl<M: Model<D>, const D: usize> Model<D> for ClassifierFreeGuidance<'_, M> {
             guided = rescaled.mul_scalar(self.rescale) + guided.mul_scalar(1.0 - self.rescale);
         }
         Ok(Predicted::new(guided))
+    }
+}
+
+/// A noise-aware classifier: the logits of `p(y | x_t, t)`, `[batch, classes]`.
+///
+/// Implemented for closures `|x_t, t| -> Result<logits>`, so any burn module (for example a
+/// flowforge `Mlp` with `output_dim = classes`) plugs in with one line.
+pub trait NoisyClassifier<const D: usize> {
+    /// Logits for `x_t` `[batch, …]` at times `t`.
+    ///
+    /// # Errors
+    /// The classifier's own (shape mismatches, …).
+    fn logits(&self, x_t: Tensor<D>, t: &Times) -> Result<Tensor<2>>;
+}
+
+impl<F, const D: usize> NoisyClassifier<D> for F
+where
+    F: Fn(Tensor<D>, &Times) -> Result<Tensor<2>>,
+{
+    fn logits(&self, x_t: Tensor<D>, t: &Times) -> Result<Tensor<2>> {
+        self(x_t, t)
+    }
+}
+
+/// `∇ₓ Σᵢ log p(yᵢ | xᵢ, t)` by burn's reverse-mode autodiff: `x` is lifted onto the autodiff
+/// graph (the classifier's weights stay constants), so it works on any backend and on models
+/// sampled on a plain device.
+///
+/// # Errors
+/// [`Error::ClassOutOfRange`] for a label outside the classifier's classes;
+/// [`Error::ShapeMismatch`] for labels of another batch size; [`Error::NonFinite`] if the
+/// classifier does not depend on `x` (no gradient).
+pub fn class_log_likelihood_gradient<C: NoisyClassifier<D>, const D: usize>(
+    classifier: &C,
+    x: Tensor<D>,
+    t: &Times,
+    labels: &Tensor<1, Int>,
+) -> Result<Tensor<D>> {
+    let batch = x.dims()[0];
+    if labels.dims()[0] != batch {
+        return Err(Error::ShapeMismatch { what: "labels vs x_t", expected: vec![batch], actual: labels.dims().to_vec() });
+    }
+    let tracked = x.without_autodiff().autodiff().require_grad();
+    let logits = classifier.logits(tracked.clone(), t)?;
+    let [rows, classes] = logits.dims();
+    if rows != batch {
+        return Err(Error::ShapeMismatch { what: "classifier logits vs x_t", expected: vec![batch, classes], actual: vec![rows, classes] });
+    }
+    check_labels(labels, classes, false, "the classifier of classifier guidance")?;
+    let log_likelihood = log_softmax(logits, 1).gather(1, labels.clone().reshape([batch, 1])).sum();
+    let gradients = log_likelihood.backward();
+    tracked
+        .grad(&gradients)
+        .ok_or_else(|| Error::NonFinite { what: "the classifier's gradient (its logits do not depend on x_t)".into() })
+}
+
+/// The coefficient `c_y(t)` with which a change `δ` of a prediction of kind `from` changes the
+/// model's prediction of kind `to` at fixed `x_t` (conversions are affine: `to = c_x x_t + c_y from`).
+fn change_coefficient<S: Schedule>(path: &AffinePath<S>, from: PredictionKind, to: PredictionKind, t: &Times) -> Result<Coefficient> {
+    Ok(path.conversion_coefficients(from, to, t)?.1)
+}
+
+/// Classifier guidance around a (usually unconditional) model: the guided score is
+/// `∇ log p_t(x) + s ∇ₓ log p(y | x_t, t)`, i.e. the model's prediction of kind `K` plus
+/// `s · c_y(t) · ∇ₓ log p(y | x_t, t)`, where `c_y` converts a score into `K` on `path`.
+///
+/// With the exact noisy-class posterior and `s = 1` this is exactly the class-conditional
+/// model (Bayes: `∇ log p_t(x | y) = ∇ log p_t(x) + ∇ log p_t(y | x)`); `s > 1` sharpens it.
+/// The labels of the condition are consumed by the classifier; the model sees the rest.
+///
+/// Works with every sampler (ODE and SDE): the decorator is a model.
+#[derive(Debug)]
+pub struct ClassifierGuidance<'m, M, C, S> {
+    model: &'m M,
+    classifier: &'m C,
+    path: &'m AffinePath<S>,
+    scale: f64,
+}
+
+impl<'m, M, C, S> ClassifierGuidance<'m, M, C, S> {
+    /// Guide `model` with `classifier` at scale `scale` on `path` (the path the model and the
+    /// classifier were trained on).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a NaN or infinite scale.
+    pub fn new(model: &'m M, classifier: &'m C, path: &'m AffinePath<S>, scale: f64) -> Result<Self> {
+        check::finite("classifier guidance scale", scale)?;
+        Ok(Self { model, classifier, path, scale })
+    }
+}
+
+impl<M: Model<D>, C: NoisyClassifier<D>, S: Schedule, const D: usize> Model<D> for ClassifierGuidance<'_, M, C, S> {
+    type Prediction = M::Prediction;
+
+    /// # Errors
+    /// [`Error::MissingInput`] without labels; [`Error::SingularConversion`] where the path
+    /// cannot relate a score to the model's prediction kind (for a velocity model on the
+    /// linear path, t = 0 where α = 0: start the time grid just above 0); the classifier's and
+    /// the model's errors.
+    fn predict(&self, x_t: Tensor<D>, t: &Times, condition: &Condition) -> Result<Predicted<M::Prediction, D>> {
+        let labels = condition.labels.clone().ok_or(Error::MissingInput { what: "class labels for classifier guidance (Condition::labels)" })?;
+        let coefficient = change_coefficient(self.path, PredictionKind::Score, <M::Prediction as PredictionType>::KIND, t)?;
+        let gradient = class_log_likelihood_gradient(self.classifier, x_t.clone(), t, &labels)?;
+        let rest = Condition { labels: None, vectors: condition.vectors.clone() };
+        let prediction = self.model.predict(x_t, t, &rest)?.into_tensor();
+        Ok(Predicted::new(prediction + coefficient.scale(gradient.mul_scalar(self.scale))))
+    }
+}
+
+/// A differentiable objective `J(x)` per sample, `[batch]` (higher is better): a reward, a
+/// log-likelihood of a measurement, a soft constraint. Implemented for closures.
+pub trait DifferentiableObjective<const D: usize> {
+    /// `J(x)` for each sample of `x` `[batch, …]`.
+    ///
+    /// # Errors
+    /// The objective's own.
+    fn value(&self, x: Tensor<D>) -> Result<Tensor<1>>;
+}
+
+impl<F, const D: usize> DifferentiableObjective<D> for F
+where
+    F: Fn(Tensor<D>) -> Result<Tensor<1>>,
+{
+    fn value(&self, x: Tensor<D>) -> Result<Tensor<1>> {
+        self(x)
+    }
+}
+
+/// Gradient guidance on the denoised estimate: `x̂₁ ← x̂₁ + s ∇J(x̂₁)` at every evaluation,
+/// converted back into the model's prediction kind at fixed `x_t` (so a velocity model's
+/// velocity changes by `s · c_y(t) · ∇J`, with `c_y` the x̂₁ → velocity coefficient). The
+/// gradient of `J` is taken by burn's autodiff at `x̂₁`; the model is not differentiated.
+#[derive(Debug)]
+pub struct DenoisedGradientGuidance<'m, M, J, S> {
+    model: &'m M,
+    objective: &'m J,
+    path: &'m AffinePath<S>,
+    scale: f64,
+}
+
+impl<'m, M, J, S> DenoisedGradientGuidance<'m, M, J, S> {
+    /// Guide `model` towards higher `objective` with step `scale` on `path`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a NaN or infinite scale.
+    pub fn new(model: &'m M, objective: &'m J, path: &'m AffinePath<S>, scale: f64) -> Result<Self> {
+        check::finite("gradient guidance scale", scale)?;
+        Ok(Self { model, objective, path, scale })
+    }
+}
+
+impl<M: Model<D>, J: DifferentiableObjective<D>, S: Schedule, const D: usize> Model<D> for DenoisedGradientGuidance<'_, M, J, S> {
+    type Prediction = M::Prediction;
+
+    /// # Errors
+    /// [`Error::SingularConversion`] where the model's prediction does not determine x̂₁ (a
+    /// noise model at α = 0) or x̂₁ does not move it; [`Error::ShapeMismatch`] for an
+    /// objective that does not return one value per sample; the model's errors.
+    fn predict(&self, x_t: Tensor<D>, t: &Times, condition: &Condition) -> Result<Predicted<M::Prediction, D>> {
+        let kind = <M::Prediction as PredictionType>::KIND;
+        let prediction = self.model.predict(x_t.clone(), t, condition)?.into_tensor();
+        let denoised = self.path.convert_kind(kind, PredictionKind::Data, prediction.clone(), x_t, t)?;
+        let coefficient = change_coefficient(self.path, PredictionKind::Data, kind, t)?;
+        let batch = denoised.dims()[0];
+        let tracked = denoised.without_autodiff().autodiff().require_grad();
+        let values = self.objective.value(tracked.clone())?;
+        if values.dims() != [batch] {
+            return Err(Error::ShapeMismatch { what: "objective values (one per sample)", expected: vec![batch], actual: values.dims().to_vec() });
+        }
+        let gradients = values.sum().backward();
+        let gradient = tracked
+            .grad(&gradients)
+            .ok_or_else(|| Error::NonFinite { what: "the objective's gradient (J does not depend on x)".into() })?;
+        Ok(Predicted::new(prediction + coefficient.scale(gradient.mul_scalar(self.scale))))
     }
 }
 

@@ -12,11 +12,14 @@
 //!   log-normal, SD3 mode-with-scale);
 //! - [`coupling`]: independent, exact-OT and entropic-OT (Schrödinger bridge) minibatch
 //!   couplings that carry labels with their data;
+//! - [`conditioning`]: label dropout for classifier-free guidance and the noise-aware
+//!   classifier's cross-entropy for classifier guidance;
 //! - [`edm`]: EDM preconditioning as a model decorator;
 //! - [`vlb`]: the diffusion variational bound's terms (KL per step, decoder likelihood);
 //! - [`elbo`]: the Gaussian VAE ELBO terms (closed-form KL, Gaussian and Bernoulli likelihoods).
 #![warn(missing_docs)]
 
+pub mod conditioning;
 pub mod coupling;
 pub mod edm;
 pub mod elbo;

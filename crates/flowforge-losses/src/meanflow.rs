@@ -264,22 +264,37 @@ impl PaperCoordinates {
     }
 }
 
-/// The MeanFlow paper's sampling of `(r, t)` (Geng et al. 2025, §4.3): two draws from a
-/// logit-normal over the paper's time, sorted so `r ≤ t`, and with probability
+/// The density of each of the two time draws of [`TimePairSampling`], in the paper's time.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum PairDensity {
+    /// `σ(mean + std·z)`, z ~ N(0, 1) (the paper's best ImageNet setting: mean −0.4, std 1.0).
+    LogitNormal {
+        /// Mean of the logit.
+        mean: f64,
+        /// Standard deviation of the logit (> 0).
+        std: f64,
+    },
+    /// U(0, 1) (the paper's other ablation; it reaches the interval ends, where one-step
+    /// sampling starts, far more often than the logit-normal).
+    Uniform,
+}
+
+/// The MeanFlow paper's sampling of `(r, t)` (Geng et al. 2025, §4.3): two draws from
+/// [`PairDensity`] over the paper's time, sorted so `r ≤ t`, and with probability
 /// `equal_fraction` `r = t` (plain flow matching); returned in flowforge time as `(a, b)`.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TimePairSampling {
-    /// Mean of the logit-normal in the paper's time (−0.4 in the paper).
-    pub mean: f64,
-    /// Standard deviation of the logit (1.0 in the paper).
-    pub std: f64,
+    /// The density of each draw.
+    pub density: PairDensity,
     /// Fraction of pairs with `r = t` (0.75 in the paper).
     pub equal_fraction: f64,
 }
 
 impl Default for TimePairSampling {
+    /// The paper's setting: logit-normal(−0.4, 1.0), 75% of pairs with `r = t`.
     fn default() -> Self {
-        Self { mean: -0.4, std: 1.0, equal_fraction: 0.75 }
+        Self { density: PairDensity::LogitNormal { mean: -0.4, std: 1.0 }, equal_fraction: 0.75 }
     }
 }
 
@@ -287,17 +302,26 @@ impl TimePairSampling {
     /// `n` pairs `(a, b)` in flowforge time, `a ≤ b`.
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] for a non-positive std or a fraction outside [0, 1].
+    /// [`Error::InvalidParameter`] for a non-positive or non-finite std, a non-finite mean, or a
+    /// fraction outside [0, 1].
     pub fn sample<R: rand::Rng + ?Sized>(&self, n: usize, rng: &mut R) -> Result<(Times, Times)> {
         use rand::RngExt;
         use rand_distr::{Distribution, StandardNormal};
-        check::positive("std", self.std)?;
+        if let PairDensity::LogitNormal { mean, std } = self.density {
+            check::finite("mean", mean)?;
+            check::positive("std", std)?;
+        }
         if !(0.0..=1.0).contains(&self.equal_fraction) {
             return Err(Error::invalid("equal_fraction", self.equal_fraction, "in [0, 1]"));
         }
         let draw = |rng: &mut R| -> f64 {
-            let z: f64 = StandardNormal.sample(rng);
-            1.0 / (1.0 + (-(self.mean + self.std * z)).exp())
+            match self.density {
+                PairDensity::LogitNormal { mean, std } => {
+                    let z: f64 = StandardNormal.sample(rng);
+                    1.0 / (1.0 + (-(mean + std * z)).exp())
+                }
+                PairDensity::Uniform => rng.random::<f64>(),
+            }
         };
         let mut a = Vec::with_capacity(n);
         let mut b = Vec::with_capacity(n);

@@ -6,7 +6,10 @@
 //!
 //! - [`SinusoidalEmbedding`]: transformer-style time features (Vaswani et al. 2017; Ho et al.
 //!   2020);
-//! - [`Mlp`]: the velocity / denoiser / average-velocity MLP of the 2-D experiments.
+//! - [`Mlp`]: the velocity / denoiser / average-velocity MLP of the 2-D experiments, optionally
+//!   class-conditional (a learned embedding per class plus a learned **null label** for
+//!   classifier-free guidance) and conditioned on continuous vectors; with `output_dim` set to a
+//!   number of classes it is a noise-aware classifier `p(y | x_t, t)`.
 //!
 //! Networks implement [`Network`] and are not tied to a prediction kind; [`predicting`]
 //! declares one, so the same `Mlp` is a velocity model for flow matching or a noise model for
@@ -14,11 +17,12 @@
 #![warn(missing_docs)]
 
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Initializer, Module, Param};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{Device, Tensor, TensorData, activation};
+use burn::tensor::{Device, Int, Tensor, TensorData, activation};
 use flowforge_core::jvp::{Dual, dual_column};
 pub use flowforge_core::{AsModel, predicting};
+use flowforge_core::tensor::check_labels;
 use flowforge_core::{Condition, Error, Network, Result, Times};
 use flowforge_losses::meanflow::{AverageVelocityJvp, AverageVelocityModel};
 use serde::{Deserialize, Serialize};
@@ -153,6 +157,17 @@ pub struct MlpConfig {
     /// Nonlinearity.
     #[config(default = "Activation::Silu")]
     pub activation: Activation,
+    /// Number of classes for class conditioning (0: none). The embedding table has one more
+    /// row, the null label `num_classes`, which stands for "no class" (label dropout, CFG).
+    #[config(default = 0)]
+    pub num_classes: usize,
+    /// Dimension of continuous conditioning vectors (0: none).
+    #[config(default = 0)]
+    pub condition_dim: usize,
+    /// Output width; `None` is `data_dim` (a velocity / denoiser), a number of classes makes
+    /// the network a classifier's logits.
+    #[config(default = "None")]
+    pub output_dim: Option<usize>,
 }
 
 impl MlpConfig {
@@ -179,25 +194,96 @@ impl MlpConfig {
         for _ in 1..self.hidden_layers {
             layers.push(LinearConfig::new(self.hidden_dim, self.hidden_dim).init(device));
         }
-        layers.push(LinearConfig::new(self.hidden_dim, self.data_dim).init(device));
-        Ok(Mlp { layers, embedding, activation: self.activation, time_inputs: self.time_inputs })
+        let output_dim = self.output_dim.unwrap_or(self.data_dim);
+        flowforge_core::error::check::count_at_least_one("output_dim", output_dim)?;
+        layers.push(LinearConfig::new(self.hidden_dim, output_dim).init(device));
+        // Class embeddings enter as a per-class bias of the first layer (N(0, 1) rows, as
+        // torch.nn.Embedding); a vector condition through a bias-free linear map.
+        let class_embedding = (self.num_classes > 0)
+            .then(|| Initializer::Normal { mean: 0.0, std: 1.0 }.init([self.num_classes + 1, self.hidden_dim], device));
+        let condition_projection =
+            (self.condition_dim > 0).then(|| LinearConfig::new(self.condition_dim, self.hidden_dim).with_bias(false).init(device));
+        Ok(Mlp {
+            layers,
+            embedding,
+            class_embedding,
+            condition_projection,
+            activation: self.activation,
+            time_inputs: self.time_inputs,
+            num_classes: self.num_classes,
+        })
     }
 }
 
-/// A multilayer perceptron of `(x, t)` (or `(x, a, b)`).
+/// A multilayer perceptron of `(x, t)` (or `(x, a, b)`), optionally conditioned on a class
+/// label and / or a continuous vector:
+/// `h₁ = W₁[x, φ(t)] + b₁ + E[y] + W_c c`, then `act` and the remaining layers.
 #[derive(Module, Debug)]
 pub struct Mlp {
     layers: Vec<Linear>,
     embedding: Option<SinusoidalEmbedding>,
+    class_embedding: Option<Param<Tensor<2>>>,
+    condition_projection: Option<Linear>,
     #[module(skip)]
     activation: Activation,
     time_inputs: usize,
+    num_classes: usize,
 }
 
 impl Mlp {
     /// Number of time inputs.
     pub fn time_inputs(&self) -> usize {
         self.time_inputs
+    }
+
+    /// Number of classes (0 for an unconditional network); the null label is this number.
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    /// The first layer's conditioning bias `E[y] + W_c c`, `[batch, hidden]`, or `None`.
+    ///
+    /// A conditional network given no labels uses the null label (its unconditional
+    /// prediction); a continuous condition that is absent contributes nothing.
+    fn condition_bias(&self, batch: usize, condition: &Condition, device: &Device) -> Result<Option<Tensor<2>>> {
+        let mut bias: Option<Tensor<2>> = None;
+        match (&self.class_embedding, &condition.labels) {
+            (None, Some(_)) => {
+                return Err(Error::ClassOutOfRange { label: 0, num_classes: 0, null_allowed: false, what: "an unconditional MLP (num_classes = 0) given class labels" });
+            }
+            (None, None) => {}
+            (Some(table), labels) => {
+                let labels = match labels {
+                    Some(l) => {
+                        if l.dims()[0] != batch {
+                            return Err(Error::ShapeMismatch { what: "class labels vs x", expected: vec![batch], actual: l.dims().to_vec() });
+                        }
+                        check_labels(l, self.num_classes, true, "the MLP's class embedding")?;
+                        l.clone()
+                    }
+                    None => Tensor::<1, Int>::full([batch], self.num_classes as i64, device),
+                };
+                bias = Some(table.val().select(0, labels));
+            }
+        }
+        match (&self.condition_projection, &condition.vectors) {
+            (None, Some(v)) => {
+                return Err(Error::ShapeMismatch { what: "condition vectors (the MLP has condition_dim = 0)", expected: vec![batch, 0], actual: v.dims().to_vec() });
+            }
+            (Some(projection), Some(v)) => {
+                let expected = projection.weight.dims()[0];
+                if v.dims() != [batch, expected] {
+                    return Err(Error::ShapeMismatch { what: "condition vectors", expected: vec![batch, expected], actual: v.dims().to_vec() });
+                }
+                let projected = projection.forward(v.clone());
+                bias = Some(match bias {
+                    Some(b) => b + projected,
+                    None => projected,
+                });
+            }
+            _ => {}
+        }
+        Ok(bias)
     }
 
     fn check_inputs(&self, x_dims: [usize; 2], times: &[[usize; 2]]) -> Result<()> {
@@ -222,7 +308,18 @@ impl Mlp {
     /// [`Error::ShapeMismatch`] for the wrong number or shape of times, or an `x` of another
     /// dimension than the network's.
     pub fn forward(&self, x: Tensor<2>, times: &[Tensor<2>]) -> Result<Tensor<2>> {
+        self.forward_conditional(x, times, &Condition::none())
+    }
+
+    /// [`Mlp::forward`] with a condition (class labels `[batch]`, vectors `[batch, condition_dim]`).
+    ///
+    /// # Errors
+    /// As [`Mlp::forward`]; [`Error::ClassOutOfRange`] for a label outside `0..=num_classes`
+    /// (or any label on an unconditional network); [`Error::ShapeMismatch`] for labels or
+    /// vectors of the wrong size.
+    pub fn forward_conditional(&self, x: Tensor<2>, times: &[Tensor<2>], condition: &Condition) -> Result<Tensor<2>> {
         self.check_inputs(x.dims(), &times.iter().map(Tensor::dims).collect::<Vec<_>>())?;
+        let condition_bias = self.condition_bias(x.dims()[0], condition, &x.device())?;
         let mut parts = vec![x];
         for t in times {
             parts.push(match &self.embedding {
@@ -234,6 +331,11 @@ impl Mlp {
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
             h = layer.forward(h);
+            if i == 0 {
+                if let Some(bias) = &condition_bias {
+                    h = h + bias.clone();
+                }
+            }
             if i < last {
                 h = self.activation.apply(h);
             }
@@ -246,7 +348,17 @@ impl Mlp {
     /// # Errors
     /// As [`Mlp::forward`].
     pub fn forward_dual(&self, x: Dual<2>, times: &[Dual<2>]) -> Result<Dual<2>> {
+        self.forward_dual_conditional(x, times, &Condition::none())
+    }
+
+    /// [`Mlp::forward_conditional`] with tangents. The condition is held fixed (labels are
+    /// discrete, and MeanFlow's tangent is along (x, a, b) only), so it shifts the primal.
+    ///
+    /// # Errors
+    /// As [`Mlp::forward_conditional`].
+    pub fn forward_dual_conditional(&self, x: Dual<2>, times: &[Dual<2>], condition: &Condition) -> Result<Dual<2>> {
         self.check_inputs(x.primal.dims(), &times.iter().map(|t| t.primal.dims()).collect::<Vec<_>>())?;
+        let condition_bias = self.condition_bias(x.primal.dims()[0], condition, &x.primal.device())?;
         let mut parts = vec![x];
         for t in times {
             parts.push(match &self.embedding {
@@ -258,6 +370,11 @@ impl Mlp {
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
             h = linear_dual(layer, h);
+            if i == 0 {
+                if let Some(bias) = &condition_bias {
+                    h = Dual::new(h.primal + bias.clone(), h.tangent);
+                }
+            }
             if i < last {
                 h = self.activation.apply_dual(h);
             }
@@ -274,16 +391,16 @@ pub fn linear_dual(layer: &Linear, x: Dual<2>) -> Dual<2> {
 }
 
 impl Network<2> for Mlp {
-    fn forward_network(&self, x: Tensor<2>, time: Tensor<2>, _condition: &Condition) -> Result<Tensor<2>> {
+    fn forward_network(&self, x: Tensor<2>, time: Tensor<2>, condition: &Condition) -> Result<Tensor<2>> {
         flowforge_core::tensor::ensure_batch("x vs time column", &x, time.dims()[0])?;
-        self.forward(x, &[time])
+        self.forward_conditional(x, &[time], condition)
     }
 }
 
 impl AverageVelocityModel<2> for Mlp {
-    fn average_velocity(&self, x: Tensor<2>, a: &Times, b: &Times, _condition: &Condition) -> Result<Tensor<2>> {
+    fn average_velocity(&self, x: Tensor<2>, a: &Times, b: &Times, condition: &Condition) -> Result<Tensor<2>> {
         let device = x.device();
-        self.forward(x, &[a.to_column(&device), b.to_column(&device)])
+        self.forward_conditional(x, &[a.to_column(&device), b.to_column(&device)], condition)
     }
 }
 
@@ -296,11 +413,11 @@ impl AverageVelocityJvp<2> for Mlp {
         a_dot: f64,
         b: &Times,
         b_dot: f64,
-        _condition: &Condition,
+        condition: &Condition,
     ) -> Result<(Tensor<2>, Tensor<2>)> {
         let device = x.device();
         let column = |t: &Times, dot: f64| dual_column(&t.to_vec(), &vec![dot; t.len()], &device);
-        let out = self.forward_dual(Dual::new(x, x_dot), &[column(a, a_dot), column(b, b_dot)])?;
+        let out = self.forward_dual_conditional(Dual::new(x, x_dot), &[column(a, a_dot), column(b, b_dot)], condition)?;
         Ok((out.primal, out.tangent))
     }
 }
@@ -347,6 +464,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn conditional_jvp_matches_finite_differences_and_labels_change_the_output() {
+        use burn::tensor::Int;
+        let device = Device::flex();
+        let mlp = MlpConfig::new(2).with_hidden_dim(32).with_time_inputs(2).with_num_classes(4).with_condition_dim(3).init(&device).unwrap();
+        let x = tensor_from_rows(&[vec![0.3, -0.7], vec![1.2, 0.4]], &device);
+        let v = tensor_from_rows(&[vec![1.0, 0.5], vec![-0.3, 0.8]], &device);
+        let a = Times::per_sample(vec![0.1, 0.4]).unwrap();
+        let b = Times::per_sample(vec![0.6, 0.9]).unwrap();
+        let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 4], [2]), &device);
+        let vectors = tensor_from_rows(&[vec![0.5, -1.0, 2.0], vec![0.0, 0.3, -0.2]], &device);
+        let condition = Condition { labels: Some(labels), vectors: Some(vectors) };
+        let (primal, exact) = mlp.average_velocity_jvp(x.clone(), v.clone(), &a, 1.0, &b, 0.0, &condition).unwrap();
+        let fd = FiniteDifference::new(&mlp, 1e-3).unwrap();
+        let (_, approx) = fd.average_velocity_jvp(x.clone(), v, &a, 1.0, &b, 0.0, &condition).unwrap();
+        for (e, f) in tensor_to_vec(exact).iter().zip(tensor_to_vec(approx)) {
+            assert!((e - f).abs() <= 2e-3 * (1.0 + e.abs()), "{e} vs {f}");
+        }
+        // The dual primal is the plain conditional forward, and the condition matters.
+        let plain = mlp.average_velocity(x.clone(), &a, &b, &condition).unwrap();
+        assert_eq!(tensor_to_vec(primal), tensor_to_vec(plain.clone()));
+        let unconditional = mlp.average_velocity(x, &a, &b, &Condition::none()).unwrap();
+        assert_ne!(tensor_to_vec(plain), tensor_to_vec(unconditional));
+    }
+
+    #[test]
+    fn a_classifier_head_has_one_logit_per_class() {
+        let device = Device::flex();
+        let classifier = MlpConfig::new(2).with_hidden_dim(16).with_output_dim(Some(5)).init(&device).unwrap();
+        let x = tensor_from_rows(&[vec![0.3, -0.7], vec![1.2, 0.4]], &device);
+        let t = tensor_from_rows(&[vec![0.5], vec![0.2]], &device);
+        assert_eq!(classifier.forward(x, &[t]).unwrap().dims(), [2, 5]);
     }
 
     #[test]

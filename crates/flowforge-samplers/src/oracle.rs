@@ -327,6 +327,121 @@ impl<S: Schedule, P: PredictionType, const D: usize> Model<D> for MixtureOracle<
     }
 }
 
+/// A Gaussian mixture whose components carry class labels: the exact class-conditional
+/// model `p_t(x | y)` for labels `0..classes`, the exact unconditional model for the null label
+/// `classes` (or no labels), and the exact noisy class posterior `p(y | x_t, t)` — ground truth
+/// for classifier-free guidance, classifier guidance and their tests.
+#[derive(Debug, Clone)]
+pub struct LabelledMixtureOracle<S, P = Data> {
+    marginal: MixtureOracle<S, P>,
+    classes: Vec<MixtureOracle<S, P>>,
+    component_class: Vec<usize>,
+}
+
+impl<S: Schedule + Clone> LabelledMixtureOracle<S, Data> {
+    /// Components `(weight, mean, std, class)`; classes are `0..=max(class)` and each must own a
+    /// component of positive weight.
+    ///
+    /// # Errors
+    /// As [`MixtureOracle::new`]; [`Error::ShapeMismatch`] for a class list of another
+    /// length; [`Error::InvalidCount`] for a class without weight.
+    pub fn new(schedule: S, weights: Vec<f64>, means: Vec<Vec<f64>>, stds: Vec<f64>, classes: Vec<usize>) -> Result<Self> {
+        if classes.len() != weights.len() {
+            return Err(Error::ShapeMismatch { what: "component classes vs weights", expected: vec![weights.len()], actual: vec![classes.len()] });
+        }
+        let marginal = MixtureOracle::new(schedule.clone(), weights.clone(), means.clone(), stds.clone())?;
+        let count = classes.iter().max().map_or(0, |m| m + 1);
+        let mut per_class = Vec::with_capacity(count);
+        for c in 0..count {
+            let members: Vec<usize> = (0..weights.len()).filter(|&k| classes[k] == c && weights[k] > 0.0).collect();
+            if members.is_empty() {
+                return Err(Error::InvalidCount { name: "components of a class", value: 0, requirement: ">= 1 with positive weight for every class" });
+            }
+            per_class.push(MixtureOracle::new(
+                schedule.clone(),
+                members.iter().map(|&k| weights[k]).collect(),
+                members.iter().map(|&k| means[k].clone()).collect(),
+                members.iter().map(|&k| stds[k]).collect(),
+            )?);
+        }
+        Ok(Self { marginal, classes: per_class, component_class: classes })
+    }
+}
+
+impl<S: Schedule, P: PredictionType> LabelledMixtureOracle<S, P> {
+    /// The same oracle, predicting kind `Q`.
+    pub fn predicting<Q: PredictionType>(self) -> LabelledMixtureOracle<S, Q> {
+        LabelledMixtureOracle {
+            marginal: self.marginal.predicting(),
+            classes: self.classes.into_iter().map(MixtureOracle::predicting).collect(),
+            component_class: self.component_class,
+        }
+    }
+
+    /// Number of classes (the null label is this number).
+    pub fn num_classes(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// The unconditional mixture.
+    pub fn marginal(&self) -> &MixtureOracle<S, P> {
+        &self.marginal
+    }
+
+    /// The mixture of class `class`.
+    ///
+    /// # Errors
+    /// [`Error::ClassOutOfRange`] for a class outside `0..classes`.
+    pub fn class(&self, class: usize) -> Result<&MixtureOracle<S, P>> {
+        self.classes.get(class).ok_or(Error::ClassOutOfRange { label: class as i64, num_classes: self.classes.len(), null_allowed: false, what: "the labelled mixture" })
+    }
+
+    /// The exact class posterior `p(y | x_t, t)`, `[batch, classes]` (at t = 1 with a data
+    /// schedule, the Bayes classifier of the data). Built from tensor ops, so it is
+    /// differentiable in `x` on an autodiff device.
+    ///
+    /// # Errors
+    /// As [`MixtureOracle::responsibilities`].
+    pub fn class_posterior<const D: usize>(&self, x: Tensor<D>, t: &Times) -> Result<Tensor<2>> {
+        let responsibilities = self.marginal.responsibilities(x, t)?;
+        let device = responsibilities.device();
+        let (k, c) = (self.component_class.len(), self.classes.len());
+        let mut membership = vec![0.0; k * c];
+        for (component, &class) in self.component_class.iter().enumerate() {
+            membership[component * c + class] = 1.0;
+        }
+        Ok(responsibilities.matmul(Tensor::from_data(TensorData::new(membership, [k, c]), &device)))
+    }
+}
+
+impl<S: Schedule, P: PredictionType, const D: usize> Model<D> for LabelledMixtureOracle<S, P> {
+    type Prediction = P;
+
+    /// Row i is class `labels[i]`'s prediction, or the unconditional one for the null label
+    /// (or without labels).
+    fn predict(&self, x_t: Tensor<D>, t: &Times, condition: &Condition) -> Result<Predicted<P, D>> {
+        let Some(labels) = &condition.labels else {
+            return self.marginal.predict_kind(x_t, t, P::KIND).map(Predicted::new);
+        };
+        let batch = x_t.dims()[0];
+        if labels.dims()[0] != batch {
+            return Err(Error::ShapeMismatch { what: "labels vs x_t", expected: vec![batch], actual: labels.dims().to_vec() });
+        }
+        flowforge_core::tensor::check_labels(labels, self.classes.len(), true, "the labelled mixture oracle")?;
+        let mut shape = [1usize; D];
+        shape[0] = batch;
+        let select = |class: usize, prediction: Tensor<D>| -> Tensor<D> {
+            let mask = labels.clone().equal_elem(class as i64).float().reshape(shape);
+            prediction * mask
+        };
+        let mut out = select(self.classes.len(), self.marginal.predict_kind(x_t.clone(), t, P::KIND)?);
+        for (class, oracle) in self.classes.iter().enumerate() {
+            out = out + select(class, oracle.predict_kind(x_t.clone(), t, P::KIND)?);
+        }
+        Ok(Predicted::new(out))
+    }
+}
+
 /// The empirical distribution of a data set (a mixture of point masses): the exact marginal
 /// flow that memorises the training set.
 #[derive(Debug, Clone)]
