@@ -4,12 +4,15 @@
 //!
 //! - [`Toy2d`]: the 2-D distributions of the flow-matching literature (two moons, eight
 //!   Gaussians, circles, checkerboard, swiss roll, two spirals, labelled Gaussian mixtures);
-//! - [`standard_normal`]: Gaussian source samples.
+//! - [`standard_normal`]: Gaussian source samples;
+//! - [`images`]: MNIST IDX and 8x8 digits CSV readers (both data sets ship in `data/`), seeded
+//!   shuffling and batching, normalisation.
 //!
 //! Everything is generated on the host from a caller-supplied seeded RNG (`StdRng`, portable
 //! ChaCha), then uploaded once, so runs are reproducible on every backend.
 #![warn(missing_docs)]
 
+pub mod images;
 mod toy2d;
 
 pub use toy2d::{Toy2d, points_to_tensor, tensor_to_points};
