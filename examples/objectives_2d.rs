@@ -28,7 +28,7 @@ use flowforge::losses::edm::EdmPreconditioned;
 use flowforge::losses::meanflow::{AdaptiveWeight, PairDensity, TimePairSampling, meanflow_loss, meanflow_sample};
 use flowforge::losses::time_sampling::{TimeSampling, Weighting};
 use flowforge::metrics::{as_rows, energy_distance, straightness, wasserstein2};
-use flowforge::nets::{Mlp, MlpConfig, predicting};
+use flowforge::nets::{Mlp, MlpConfig, TimeFeatures, predicting};
 use flowforge::paths::{AffinePath, CondOt, DiscreteScheduleConfig, EdmConfig, Schedule, StochasticInterpolant};
 use flowforge::plot::{Figure, Panel, Rgb};
 use flowforge::samplers::{Ddim, Ddpm, DdimSpacing, EdmStochastic, Euler, NoNoise, PathModel, SaveAt, SeededNoise, SolveOptions, TimeGrid, solve};
@@ -38,7 +38,7 @@ use rand::rngs::StdRng;
 use std::time::Instant;
 
 const USAGE: &str = "objectives_2d --method cfm|ot-cfm|sb-cfm|reflow|ddpm|edm|meanflow [--source gaussian|8gaussians] \
-[--steps 3000] [--batch 256] [--lr 1e-3] [--ema 0] [--cosine] [--sigma 0.5 (sb-cfm)] [--seed 0] [--samples 2000] \
+[--steps 3000] [--batch 256] [--lr 1e-3] [--ema 0] [--cosine] [--sigma 0.5 (sb-cfm)] [--time-features raw|sinusoidal] [--seed 0] [--samples 2000] \
 [--mf-density logit-normal|uniform --mf-mean -0.4 --mf-std 1.0 --mf-equal 0.75 --mf-power 1.0 (meanflow)] \
 [--out out/objectives_2d] [--device default|flex|wgpu|ndarray|cuda]";
 
@@ -98,7 +98,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok((name.to_owned(), points, start.elapsed().as_secs_f64(), nfe))
     };
 
-    let mlp = |time_inputs: usize| MlpConfig::new(2).with_time_inputs(time_inputs).init(&train_device);
+    let time_features = match args.get("time-features", "raw".to_owned()).as_str() {
+        "sinusoidal" => TimeFeatures::Sinusoidal { dim: 32, scale: 100.0 },
+        _ => TimeFeatures::Raw,
+    };
+    let mlp = |time_inputs: usize| MlpConfig::new(2).with_time_inputs(time_inputs).with_time_features(time_features).init(&train_device);
     let (run, train_seconds, final_loss): (Run, f64, f64) = match method.as_str() {
         "cfm" | "ot-cfm" | "sb-cfm" => {
             let coupling = match method.as_str() {
