@@ -10,7 +10,12 @@
 //!   biased estimator) and [`sliced_wasserstein2`] (Bonneel et al. 2015).
 //!
 //! Points are rows `&[Vec<f64>]` (or `[f64; 2]` via [`as_rows`]).
+//!
+//! [`likelihood`] computes exact log-likelihoods of flow models by the probability-flow ODE
+//! (exact divergence or Hutchinson's estimator), in nats and bits per dimension.
 #![warn(missing_docs)]
+
+pub mod likelihood;
 
 use flowforge_core::{Error, Result};
 use rand::SeedableRng;
