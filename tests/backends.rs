@@ -1,14 +1,18 @@
-//! The GPU code path, exercised: with the `wgpu` feature, a path, a sampler run, a training
-//! step and a guided sample computed on `Device::wgpu(..)` agree with the same computation on
-//! flex within float tolerance. On a machine without a GPU, Mesa's software Vulkan (lavapipe,
-//! Debian `mesa-vulkan-drivers`) provides the adapter; CI installs it and runs
-//! `cargo test --features wgpu --test backends`.
-#![cfg(feature = "wgpu")]
+//! Cross-backend agreement: a path, a sampler run, a training step and a guided sample computed
+//! on another backend agree with the same computation on flex within float tolerance.
+//!
+//! - `cargo test --features wgpu --test backends`: the GPU code path on `Device::wgpu(..)`. On
+//!   a machine without a GPU, Mesa's software Vulkan (lavapipe, Debian `mesa-vulkan-drivers`)
+//!   provides the adapter; CI installs it and runs this.
+//! - `cargo test --features ndarray --test backends`: the deprecated ndarray backend.
+//!
+//! With both features, wgpu is the one compared.
+#![cfg(any(feature = "wgpu", feature = "ndarray"))]
 
 mod common;
 
 use burn::module::Module;
-use burn::tensor::{Device, DeviceKind, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::assert_close;
 use flowforge::core::tensor::{tensor_from_rows, tensor_to_vec};
 use flowforge::data::{Toy2d, rng, standard_normal};
@@ -22,8 +26,17 @@ use flowforge::samplers::{Euler, Heun, NoNoise, PathModel, SolveOptions, TimeGri
 use flowforge::train::{Trainer, TrainerConfig};
 use flowforge::{Condition, Times, Velocity};
 
+/// The backend under test.
+#[cfg(feature = "wgpu")]
 fn gpu() -> Device {
-    Device::wgpu(DeviceKind::DefaultDevice)
+    Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)
+}
+
+/// The backend under test.
+#[cfg(not(feature = "wgpu"))]
+#[allow(deprecated)]
+fn gpu() -> Device {
+    Device::ndarray()
 }
 
 fn cpu() -> Device {
@@ -44,8 +57,8 @@ fn a_path_agrees_across_backends() {
     };
     let (cpu_x, cpu_v) = on(&cpu());
     let (gpu_x, gpu_v) = on(&gpu());
-    assert_close("x_t wgpu vs flex", &gpu_x, &cpu_x, 1e-5, 1e-6);
-    assert_close("velocity wgpu vs flex", &gpu_v, &cpu_v, 1e-5, 1e-6);
+    assert_close("x_t vs flex", &gpu_x, &cpu_x, 1e-5, 1e-6);
+    assert_close("velocity vs flex", &gpu_v, &cpu_v, 1e-5, 1e-6);
 }
 
 #[test]
@@ -57,7 +70,7 @@ fn a_sampler_run_agrees_across_backends() {
         let x0 = standard_normal([256, 2], &mut rng(1), device);
         tensor_to_vec(solve(&field, &Heun, x0, &TimeGrid::uniform(20).unwrap(), &mut NoNoise, SolveOptions::default()).unwrap().x)
     };
-    assert_close("Heun-20 samples wgpu vs flex", &run(&gpu()), &run(&cpu()), 1e-4, 1e-4);
+    assert_close("Heun-20 samples vs flex", &run(&gpu()), &run(&cpu()), 1e-4, 1e-4);
 }
 
 #[test]
@@ -79,7 +92,7 @@ fn a_training_step_agrees_across_backends() {
         let probe = tensor_from_rows(&[vec![0.5, -0.5], vec![-1.0, 1.0]], device);
         tensor_to_vec(net.forward(probe, &[tensor_from_rows(&[vec![0.3], vec![0.8]], device)]).unwrap())
     };
-    assert_close("MLP output after two Adam steps, wgpu vs flex", &step(&gpu()), &step(&cpu()), 1e-4, 1e-5);
+    assert_close("MLP output after two Adam steps vs flex", &step(&gpu()), &step(&cpu()), 1e-4, 1e-5);
 }
 
 #[test]
@@ -93,5 +106,5 @@ fn a_guided_sample_agrees_across_backends() {
         let x0 = standard_normal([128, 2], &mut rng(2), device);
         tensor_to_vec(solve(&field, &Euler, x0, &TimeGrid::uniform(30).unwrap(), &mut NoNoise, SolveOptions::default()).unwrap().x)
     };
-    assert_close("CFG samples wgpu vs flex", &run(&gpu()), &run(&cpu()), 1e-4, 1e-4);
+    assert_close("CFG samples vs flex", &run(&gpu()), &run(&cpu()), 1e-4, 1e-4);
 }
