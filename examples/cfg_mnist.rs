@@ -53,8 +53,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mnist = bundled_mnist()?;
     // Hold out the last 1,000 digits to measure the classifier on real data.
-    let (train_count, dim) = (mnist.len() - 1000, mnist.pixels_per_image());
-    println!("MNIST: {} digits of {}x{} ({} for training)", mnist.len(), mnist.rows, mnist.cols, train_count);
+    let (train, held_out) = mnist.split_at(mnist.len() - 1000);
+    let dim = mnist.pixels_per_image();
+    println!("MNIST: {} digits of {}x{} ({} for training)", mnist.len(), mnist.rows, mnist.cols, train.len());
     let null_label = mnist.classes as i64;
 
     // 1. The class-conditional velocity model with label dropout.
@@ -66,8 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let objective = RegressionLoss::new(path.clone());
     let label_dropout = LabelDropout::new(dropout, null_label)?;
     let report = trainer.fit(|model: &Mlp, rng, _| {
-        let indices: Vec<usize> = mnist.sample_indices(batch, rng).into_iter().map(|i| i % train_count).collect();
-        let (x1, labels) = mnist.batch(&indices, &train_device)?;
+        let (x1, labels) = train.batch(&train.sample_indices(batch, rng), &train_device)?;
         let x0 = standard_normal([batch, dim], rng, &train_device);
         let t = TimeSampling::default().sample(batch, rng, &CondOt::default())?;
         let condition = label_dropout.apply(&Condition::labels(labels), rng)?;
@@ -83,8 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ones = |n: usize, device: &burn::tensor::Device| Tensor::<2>::ones([n, 1], device);
     let start = Instant::now();
     classifier_trainer.fit(|model: &Mlp, rng, _| {
-        let indices: Vec<usize> = mnist.sample_indices(batch, rng).into_iter().map(|i| i % train_count).collect();
-        let (x, labels) = mnist.batch(&indices, &train_device)?;
+        let (x, labels) = train.batch(&train.sample_indices(batch, rng), &train_device)?;
         cross_entropy(model.forward(x, &[ones(batch, &train_device)])?, labels)
     })?;
     let classifier = classifier_trainer.into_parts().0.valid();
@@ -93,8 +92,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let predicted = classifier.forward(x, &[ones(n, &device)])?.argmax(1).try_into_vec_as::<i64>().map_err(|e| flowforge::Error::NonFinite { what: format!("{e:?}") })?;
         Ok(predicted.iter().zip(labels).filter(|(p, l)| p == l).count() as f64 / n as f64)
     };
-    let held_out: Vec<usize> = (train_count..mnist.len()).collect();
-    let (real, real_labels) = mnist.batch(&held_out, &device)?;
+    let (real, real_labels) = held_out.head(held_out.len(), &device)?;
     let real_labels = real_labels.try_into_vec_as::<i64>().map_err(|e| format!("{e:?}"))?;
     println!("classifier: {classifier_steps} steps in {:.1} s, held-out accuracy on real digits {:.3}", start.elapsed().as_secs_f64(), accuracy(real, &real_labels)?);
 

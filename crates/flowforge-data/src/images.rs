@@ -226,6 +226,19 @@ impl ImageSet {
         Ok(order.chunks(batch_size).map(<[usize]>::to_vec).collect())
     }
 
+    /// The first `n` images and the rest, as two sets (for a held-out split; MNIST-10k is
+    /// ordered 0..9 in turn, so both parts are nearly balanced).
+    pub fn split_at(&self, n: usize) -> (ImageSet, ImageSet) {
+        let n = n.min(self.len());
+        let per = self.pixels_per_image();
+        let part = |pixels: &[u8], labels: &[u8]| ImageSet { pixels: pixels.to_vec(), labels: labels.to_vec(), ..self.clone_header() };
+        (part(&self.pixels[..n * per], &self.labels[..n]), part(&self.pixels[n * per..], &self.labels[n..]))
+    }
+
+    fn clone_header(&self) -> ImageSet {
+        ImageSet { pixels: Vec::new(), labels: Vec::new(), rows: self.rows, cols: self.cols, max_level: self.max_level, classes: self.classes }
+    }
+
     /// A random batch of `n` indices drawn with replacement.
     pub fn sample_indices<R: Rng + ?Sized>(&self, n: usize, rng: &mut R) -> Vec<usize> {
         use rand::RngExt;
@@ -315,5 +328,8 @@ mod tests {
         seen.sort_unstable();
         assert_eq!(seen, (0..1797).collect::<Vec<_>>());
         assert!(digits.epoch(0, &mut r).is_err());
+        let (train, held_out) = digits.split_at(1500);
+        assert_eq!((train.len(), held_out.len()), (1500, 297));
+        assert_eq!(held_out.pixels[..64], digits.pixels[1500 * 64..1501 * 64]);
     }
 }
