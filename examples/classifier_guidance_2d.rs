@@ -217,13 +217,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         figure = figure.panel(panel);
     }
     figure.save(out.join("guidance.png"))?;
-    let curves = Panel::new("fraction favouring the requested class")
-        .labels("guidance scale", "fraction")
+    let curves = Panel::new("blue: CFG, orange: classifier, grey: data")
+        .labels("guidance scale (w or s)", "fraction favouring the requested class")
         .range((0.0, 5.0), (0.0, 1.05))
         .lines(&[cfg_curve.iter().map(|&(w, f)| [w, f]).collect()], Rgb::BLUE, 2, 1.0)
         .lines(&[classifier_curve.iter().map(|&(s, f)| [s, f]).collect()], Rgb::ORANGE, 2, 1.0)
         .lines(&[vec![[0.0, reference], [5.0, reference]]], Rgb::GREY, 1, 1.0);
-    Figure::new("CFG (blue, w) and classifier guidance (orange, s); grey: real data").panel(curves).panel_size(520, 380).save(out.join("curves.png"))?;
+    Figure::new("guidance curves").panel(curves).panel_size(520, 380).save(out.join("curves.png"))?;
     println!("wrote {}/{{guidance,curves}}.png", out.display());
     Ok(())
 }
