@@ -94,3 +94,24 @@ pub fn check_labels(labels: &Tensor<1, Int>, num_classes: usize, null_allowed: b
         None => Ok(()),
     }
 }
+
+/// `∇ₓ f(x)` for a scalar-valued `f` (a one-element tensor), by burn's reverse-mode autodiff:
+/// `x` is lifted onto the autodiff graph as a fresh leaf (any parameters `f` closes over stay
+/// constants unless they are tracked), `f` runs once, and its output is returned alongside the
+/// gradient (without autodiff). Works on any backend, from plain or autodiff tensors.
+///
+/// # Errors
+/// `f`'s errors; [`Error::NonFinite`] naming `what` if `f` does not depend on `x`.
+pub fn input_gradient<const D: usize, T>(
+    x: Tensor<D>,
+    what: &str,
+    f: impl FnOnce(Tensor<D>) -> Result<(Tensor<1>, T)>,
+) -> Result<(Tensor<D>, T)> {
+    let tracked = x.without_autodiff().autodiff().require_grad();
+    let (value, extra) = f(tracked.clone())?;
+    let gradients = value.backward();
+    let gradient = tracked
+        .grad(&gradients)
+        .ok_or_else(|| Error::NonFinite { what: format!("the gradient of {what} (it does not depend on its input)") })?;
+    Ok((gradient, extra))
+}

@@ -29,7 +29,7 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
 use flowforge_core::error::check;
-use flowforge_core::tensor::check_labels;
+use flowforge_core::tensor::{check_labels, input_gradient};
 use flowforge_core::{Coefficient, Condition, Error, Model, Predicted, PredictionKind, PredictionType, Result, Times};
 use flowforge_paths::{AffinePath, Schedule};
 use serde::{Deserialize, Serialize};
@@ -193,18 +193,16 @@ pub fn class_log_likelihood_gradient<C: NoisyClassifier<D>, const D: usize>(
     if labels.dims()[0] != batch {
         return Err(Error::ShapeMismatch { what: "labels vs x_t", expected: vec![batch], actual: labels.dims().to_vec() });
     }
-    let tracked = x.without_autodiff().autodiff().require_grad();
-    let logits = classifier.logits(tracked.clone(), t)?;
-    let [rows, classes] = logits.dims();
-    if rows != batch {
-        return Err(Error::ShapeMismatch { what: "classifier logits vs x_t", expected: vec![batch, classes], actual: vec![rows, classes] });
-    }
-    check_labels(labels, classes, false, "the classifier of classifier guidance")?;
-    let log_likelihood = log_softmax(logits, 1).gather(1, labels.clone().reshape([batch, 1])).sum();
-    let gradients = log_likelihood.backward();
-    tracked
-        .grad(&gradients)
-        .ok_or_else(|| Error::NonFinite { what: "the classifier's gradient (its logits do not depend on x_t)".into() })
+    let (gradient, ()) = input_gradient(x, "the classifier's log-likelihood", |x| {
+        let logits = classifier.logits(x, t)?;
+        let [rows, classes] = logits.dims();
+        if rows != batch {
+            return Err(Error::ShapeMismatch { what: "classifier logits vs x_t", expected: vec![batch, classes], actual: vec![rows, classes] });
+        }
+        check_labels(labels, classes, false, "the classifier of classifier guidance")?;
+        Ok((log_softmax(logits, 1).gather(1, labels.clone().reshape([batch, 1])).sum(), ()))
+    })?;
+    Ok(gradient)
 }
 
 /// The coefficient `c_y(t)` with which a change `δ` of a prediction of kind `from` changes the
@@ -315,15 +313,13 @@ impl<M: Model<D>, J: DifferentiableObjective<D>, S: Schedule, const D: usize> Mo
         let denoised = self.path.convert_kind(kind, PredictionKind::Data, prediction.clone(), x_t, t)?;
         let coefficient = change_coefficient(self.path, PredictionKind::Data, kind, t)?;
         let batch = denoised.dims()[0];
-        let tracked = denoised.without_autodiff().autodiff().require_grad();
-        let values = self.objective.value(tracked.clone())?;
-        if values.dims() != [batch] {
-            return Err(Error::ShapeMismatch { what: "objective values (one per sample)", expected: vec![batch], actual: values.dims().to_vec() });
-        }
-        let gradients = values.sum().backward();
-        let gradient = tracked
-            .grad(&gradients)
-            .ok_or_else(|| Error::NonFinite { what: "the objective's gradient (J does not depend on x)".into() })?;
+        let (gradient, ()) = input_gradient(denoised, "the guidance objective J", |x| {
+            let values = self.objective.value(x)?;
+            if values.dims() != [batch] {
+                return Err(Error::ShapeMismatch { what: "objective values (one per sample)", expected: vec![batch], actual: values.dims().to_vec() });
+            }
+            Ok((values.sum(), ()))
+        })?;
         Ok(Predicted::new(prediction + coefficient.scale(gradient.mul_scalar(self.scale))))
     }
 }

@@ -14,6 +14,7 @@
 
 use burn::tensor::{Distribution as TensorDistribution, Tensor};
 use flowforge_core::error::check;
+use flowforge_core::tensor::input_gradient;
 use flowforge_core::{Error, Result};
 use flowforge_samplers::VectorField;
 
@@ -41,11 +42,11 @@ pub fn divergence<F: VectorField<2>>(field: &F, x: Tensor<2>, t: f64, method: Di
     let device = x.device();
     // burn frees the tape at each backward (no retain_graph): one forward per reverse pass.
     let gradient_of = |weights: Tensor<2>| -> Result<(Tensor<2>, Tensor<2>)> {
-        let tracked = x.clone().autodiff().require_grad();
-        let v = field.velocity(tracked.clone(), t)?;
-        let gradients = (v.clone() * weights).sum().backward();
-        let g = tracked.grad(&gradients).ok_or_else(|| Error::NonFinite { what: "the divergence (the field does not depend on x)".into() })?;
-        Ok((v.without_autodiff(), g))
+        let (g, v) = input_gradient(x.clone(), "the vector field (for its divergence)", |x| {
+            let v = field.velocity(x, t)?;
+            Ok(((v.clone() * weights).sum(), v.without_autodiff()))
+        })?;
+        Ok((v, g))
     };
     let mut velocity = None;
     let mut total = Tensor::<2>::zeros([batch, 1], &device);
