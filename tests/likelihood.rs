@@ -60,3 +60,44 @@ fn hutchinson_estimate_is_unbiased_within_its_standard_error() {
     assert!(sd > 1e-3, "the estimator must actually be stochastic");
     assert!((mean - truth).abs() < 3.0 * se + 1e-3, "mean {mean} vs {truth}, se {se}");
 }
+
+#[test]
+fn the_ddpm_bound_is_tight_where_the_reverse_kernel_is_exact() {
+    // Data N(0, I) is stationary under the VP forward process, so the true reverse kernel is
+    // N(posterior mean, β_t): DDPM with the exact denoiser and the "large" variance β_t is the
+    // exact reverse process and its bound equals the NLL (up to the one-sample noise).
+    use flowforge::losses::vlb::{bits_per_dim, ddpm_vlb};
+    use flowforge::paths::{DdpmVariance, DiscreteScheduleConfig};
+    use flowforge::samplers::oracle::GaussianOracle;
+    let device = device_f64();
+    device.seed(3);
+    let schedule = DiscreteScheduleConfig::new().init().unwrap();
+    let axis = schedule.timesteps();
+    let (mean, std) = (vec![0.0, 0.0], 1.0);
+    let oracle = GaussianOracle::new(schedule.clone(), mean.clone(), std).unwrap();
+    let path = AffinePath::new(schedule);
+    // Every DDPM level from the noisiest (k = 999) to the cleanest (k = 0), then the data.
+    let mut times: Vec<f64> = (0..1000).rev().map(|k| axis.to_time(k).unwrap().value()).collect();
+    times.push(1.0);
+    let n = 2000;
+    let mut r = flowforge::data::rng(5);
+    let x1 = standard_normal_rows(n, &mut r).into_iter().map(|z| vec![mean[0] + std * z[0], mean[1] + std * z[1]]).collect::<Vec<_>>();
+    let nll: Vec<f64> = x1
+        .iter()
+        .map(|x| {
+            let q: f64 = x.iter().zip(&mean).map(|(a, m)| (a - m).powi(2)).sum::<f64>() / (std * std);
+            0.5 * q + 2.0 * (std.ln() + 0.5 * (2.0 * std::f64::consts::PI).ln())
+        })
+        .collect();
+    let vlb = tensor_to_vec(ddpm_vlb(&oracle, &path, tensor_from_rows(&x1, &device), &times, DdpmVariance::FixedLarge, &flowforge::Condition::none()).unwrap());
+    let gap: Vec<f64> = vlb.iter().zip(&nll).map(|(v, l)| v - l).collect();
+    let mean_gap = gap.iter().sum::<f64>() / n as f64;
+    let se = (gap.iter().map(|g| (g - mean_gap).powi(2)).sum::<f64>() / (n as f64 - 1.0)).sqrt() / (n as f64).sqrt();
+    eprintln!("DDPM VLB {:.4} bits/dim vs exact NLL {:.4} bits/dim; gap {mean_gap:.4} ± {se:.4} nats", bits_per_dim(&vlb, 2), bits_per_dim(&nll, 2));
+    assert!(mean_gap.abs() < 3.0 * se + 0.01, "VLB − NLL = {mean_gap} ± {se} nats");
+}
+
+fn standard_normal_rows(n: usize, r: &mut rand::rngs::StdRng) -> Vec<[f64; 2]> {
+    use rand_distr::{Distribution, StandardNormal};
+    (0..n).map(|_| [StandardNormal.sample(r), StandardNormal.sample(r)]).collect()
+}
