@@ -5,7 +5,8 @@
 //! propagation ([`Dual`]) that the MeanFlow objective needs (burn has no forward-mode AD).
 //!
 //! - [`SinusoidalEmbedding`]: transformer-style time features (Vaswani et al. 2017; Ho et al.
-//!   2020);
+//!   2020), or Gaussian Fourier features ([`GaussianFourierConfig`]; Tancik et al. 2020, Song et
+//!   al. 2021);
 //! - [`Mlp`]: the velocity / denoiser / average-velocity MLP of the 2-D experiments, optionally
 //!   class-conditional (a learned embedding per class plus a learned **null label** for
 //!   classifier-free guidance) and conditioned on continuous vectors; with `output_dim` set to a
@@ -53,28 +54,68 @@ impl SinusoidalEmbeddingConfig {
         }
         flowforge_core::error::check::positive("max_period", self.max_period)?;
         flowforge_core::error::check::positive("scale", self.scale)?;
-        Ok(SinusoidalEmbedding { dim: self.dim, max_period: self.max_period, scale: self.scale })
+        let half = self.dim / 2;
+        let frequencies = (0..half).map(|k| self.scale * (-(self.max_period.ln()) * k as f64 / half as f64).exp()).collect();
+        Ok(SinusoidalEmbedding { frequencies })
     }
 }
 
-/// Sinusoidal time features (no parameters).
+/// Gaussian Fourier features `[sin(2π B t), cos(2π B t)]` with fixed random frequencies
+/// `B_k ~ N(0, scale²)` (Tancik et al., *Fourier Features*, NeurIPS 2020; the time embedding of
+/// Song et al., *Score-Based Generative Modeling through SDEs*, ICLR 2021).
+#[derive(Config, Debug, PartialEq)]
+pub struct GaussianFourierConfig {
+    /// Output features (even).
+    #[config(default = 64)]
+    pub dim: usize,
+    /// Standard deviation of the frequencies (16 in Song et al.).
+    #[config(default = 16.0)]
+    pub scale: f64,
+    /// Seed of the frequencies (they are fixed, not trained).
+    #[config(default = 0)]
+    pub seed: u64,
+}
+
+impl GaussianFourierConfig {
+    /// Draw the frequencies.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCount`] for an odd or zero `dim`; [`Error::InvalidParameter`] for a
+    /// non-positive scale.
+    pub fn init(&self) -> Result<SinusoidalEmbedding> {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, StandardNormal};
+        if self.dim == 0 || self.dim % 2 != 0 {
+            return Err(Error::InvalidCount { name: "dim", value: self.dim as i64, requirement: "even and >= 2" });
+        }
+        flowforge_core::error::check::positive("scale", self.scale)?;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
+        let frequencies = (0..self.dim / 2)
+            .map(|_| {
+                let z: f64 = StandardNormal.sample(&mut rng);
+                2.0 * core::f64::consts::PI * self.scale * z
+            })
+            .collect();
+        Ok(SinusoidalEmbedding { frequencies })
+    }
+}
+
+/// Sinusoidal time features `[sin(f_k t), cos(f_k t)]` (no trained parameters): transformer
+/// frequencies from [`SinusoidalEmbeddingConfig`] or random ones from [`GaussianFourierConfig`].
 #[derive(Module, Debug)]
 pub struct SinusoidalEmbedding {
-    dim: usize,
-    max_period: f64,
-    scale: f64,
+    #[module(skip)]
+    frequencies: Vec<f64>,
 }
 
 impl SinusoidalEmbedding {
     /// Output features.
     pub fn dim(&self) -> usize {
-        self.dim
+        2 * self.frequencies.len()
     }
 
     fn frequencies(&self, device: &Device) -> Tensor<2> {
-        let half = self.dim / 2;
-        let f: Vec<f64> = (0..half).map(|k| self.scale * (-(self.max_period.ln()) * k as f64 / half as f64).exp()).collect();
-        Tensor::from_data(TensorData::new(f, [1, half]), device)
+        Tensor::from_data(TensorData::new(self.frequencies.clone(), [1, self.frequencies.len()]), device)
     }
 
     /// # Shapes
@@ -103,6 +144,13 @@ pub enum TimeFeatures {
         /// Features per time.
         dim: usize,
         /// Scale applied to t.
+        scale: f64,
+    },
+    /// Gaussian Fourier features ([`GaussianFourierConfig`], seed 0).
+    GaussianFourier {
+        /// Features per time.
+        dim: usize,
+        /// Standard deviation of the frequencies.
         scale: f64,
     },
 }
@@ -188,6 +236,7 @@ impl MlpConfig {
                 let e = SinusoidalEmbeddingConfig::new().with_dim(dim).with_scale(scale).init()?;
                 (Some(e), dim)
             }
+            TimeFeatures::GaussianFourier { dim, scale } => (Some(GaussianFourierConfig::new().with_dim(dim).with_scale(scale).init()?), dim),
         };
         let input = self.data_dim + per_time * self.time_inputs;
         let mut layers = vec![LinearConfig::new(input, self.hidden_dim).init(device)];
@@ -430,6 +479,27 @@ mod tests {
     use flowforge_losses::meanflow::FiniteDifference;
 
     #[test]
+    fn gaussian_fourier_frequencies_have_the_requested_spread_and_give_sin_cos_pairs() {
+        let device = Device::flex();
+        let embedding = GaussianFourierConfig::new().with_dim(4000).with_scale(3.0).init().unwrap();
+        let f = &embedding.frequencies;
+        let n = f.len() as f64;
+        let mean = f.iter().sum::<f64>() / n;
+        let sd = (f.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        // 2π · 3 = 18.85; the sample sd of 2,000 normals is within 5% with overwhelming odds.
+        assert!((sd / (2.0 * core::f64::consts::PI * 3.0) - 1.0).abs() < 0.05, "sd {sd}");
+        let t = tensor_from_rows(&[vec![0.3]], &device);
+        let out = tensor_to_vec(embedding.forward(t));
+        let half = f.len();
+        for k in [0, 7, half - 1] {
+            assert!((out[k] - (f[k] * 0.3).sin()).abs() < 1e-4 * (1.0 + f[k].abs()));
+            assert!((out[half + k] - (f[k] * 0.3).cos()).abs() < 1e-4 * (1.0 + f[k].abs()));
+        }
+        // Fixed by the seed.
+        assert_eq!(GaussianFourierConfig::new().init().unwrap().frequencies, GaussianFourierConfig::new().init().unwrap().frequencies);
+    }
+
+    #[test]
     fn shapes_and_parameter_count() {
         let device = Device::flex();
         let mlp = MlpConfig::new(2).init(&device).unwrap();
@@ -449,7 +519,7 @@ mod tests {
     #[test]
     fn exact_jvp_matches_finite_differences() {
         let device = Device::flex();
-        for features in [TimeFeatures::Raw, TimeFeatures::Sinusoidal { dim: 16, scale: 10.0 }] {
+        for features in [TimeFeatures::Raw, TimeFeatures::Sinusoidal { dim: 16, scale: 10.0 }, TimeFeatures::GaussianFourier { dim: 16, scale: 1.0 }] {
             for act in [Activation::Silu, Activation::Gelu] {
                 let mlp = MlpConfig::new(2).with_hidden_dim(32).with_time_inputs(2).with_time_features(features).with_activation(act).init(&device).unwrap();
                 let x = tensor_from_rows(&[vec![0.3, -0.7], vec![1.2, 0.4], vec![-0.5, 0.9]], &device);
@@ -506,5 +576,7 @@ mod tests {
         assert!(matches!(MlpConfig::new(0).init(&device), Err(Error::InvalidCount { name: "data_dim", .. })));
         assert!(matches!(MlpConfig::new(2).with_time_inputs(3).init(&device), Err(Error::InvalidCount { name: "time_inputs", .. })));
         assert!(matches!(SinusoidalEmbeddingConfig::new().with_dim(7).init(), Err(Error::InvalidCount { name: "dim", .. })));
+        assert!(matches!(GaussianFourierConfig::new().with_dim(0).init(), Err(Error::InvalidCount { name: "dim", .. })));
+        assert!(matches!(GaussianFourierConfig::new().with_scale(-1.0).init(), Err(Error::InvalidParameter { .. })));
     }
 }
