@@ -49,15 +49,21 @@ impl SinusoidalEmbeddingConfig {
     /// [`Error::InvalidCount`] for an odd or zero `dim`; [`Error::InvalidParameter`] for a
     /// non-positive period or scale.
     pub fn init(&self) -> Result<SinusoidalEmbedding> {
-        if self.dim == 0 || self.dim % 2 != 0 {
-            return Err(Error::InvalidCount { name: "dim", value: self.dim as i64, requirement: "even and >= 2" });
-        }
+        check_features(self.dim, self.scale)?;
         flowforge_core::error::check::positive("max_period", self.max_period)?;
-        flowforge_core::error::check::positive("scale", self.scale)?;
         let half = self.dim / 2;
         let frequencies = (0..half).map(|k| self.scale * (-(self.max_period.ln()) * k as f64 / half as f64).exp()).collect();
         Ok(SinusoidalEmbedding { frequencies })
     }
+}
+
+/// A sin/cos feature count must be even and positive, and its scale positive.
+fn check_features(dim: usize, scale: f64) -> Result<()> {
+    if dim == 0 || dim % 2 != 0 {
+        return Err(Error::InvalidCount { name: "dim", value: dim as i64, requirement: "even and >= 2" });
+    }
+    flowforge_core::error::check::positive("scale", scale)?;
+    Ok(())
 }
 
 /// Gaussian Fourier features `[sin(2π B t), cos(2π B t)]` with fixed random frequencies
@@ -85,10 +91,7 @@ impl GaussianFourierConfig {
     pub fn init(&self) -> Result<SinusoidalEmbedding> {
         use rand::SeedableRng;
         use rand_distr::{Distribution, StandardNormal};
-        if self.dim == 0 || self.dim % 2 != 0 {
-            return Err(Error::InvalidCount { name: "dim", value: self.dim as i64, requirement: "even and >= 2" });
-        }
-        flowforge_core::error::check::positive("scale", self.scale)?;
+        check_features(self.dim, self.scale)?;
         let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
         let frequencies = (0..self.dim / 2)
             .map(|_| {

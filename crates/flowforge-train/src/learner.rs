@@ -15,7 +15,7 @@
 //! ```ignore
 //! let objective = objective_fn(|net: &Mlp, x1: Tensor<2>, rng: &mut StdRng| {
 //!     let x0 = standard_normal_like(&x1);
-//!     let t = TimeSampling::uniform().sample(x1.dims()[0], rng, &CondOt::default())?;
+//!     let t = TimeSampling::default().sample(x1.dims()[0], rng, &CondOt::default())?;
 //!     RegressionLoss::new(path.clone()).loss(&predicting::<Velocity, _>(net), x0, x1, None, &t, &Condition::none())
 //! });
 //! let model = ObjectiveModel::new(network, objective, seed);
