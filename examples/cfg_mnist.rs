@@ -11,11 +11,10 @@
 //! on real digits (held-out accuracy printed) then reads the generated digits: the printed
 //! accuracy is the fraction generated as the requested class.
 
-mod common;
 
 use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
-use common::Args;
+use flowforge::cli::Args;
 use flowforge::data::images::{bundled_mnist, to_unit_range};
 use flowforge::data::{rng, standard_normal};
 use flowforge::guidance::{CfgConvention, ClassifierFreeGuidance};
@@ -34,20 +33,24 @@ const USAGE: &str = "cfg_mnist [--steps 4000] [--batch 128] [--hidden 512] [--lr
 [--classifier-steps 1000] [--per-class 10] [--eval-per-class 50] [--sampling-steps 50] [--seed 0] \
 [--out out/cfg_mnist] [--device default|flex|wgpu|ndarray|cuda]";
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse(USAGE);
-    let steps: usize = args.get("steps", 4000);
-    let batch: usize = args.get("batch", 128);
-    let hidden: usize = args.get("hidden", 512);
-    let lr: f64 = args.get("lr", 1e-3);
-    let dropout: f64 = args.get("dropout", 0.1);
-    let classifier_steps: usize = args.get("classifier-steps", 1000);
-    let per_class: usize = args.get("per-class", 10);
-    let eval_per_class: usize = args.get("eval-per-class", 50);
-    let sampling_steps: usize = args.get("sampling-steps", 50);
-    let seed: u64 = args.get("seed", 0);
-    let out = args.out_dir("cfg_mnist");
-    let device = args.device();
+fn main() -> std::process::ExitCode {
+    flowforge::cli::main(run)
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse(USAGE)?;
+    let steps = args.count("steps", 4000)?;
+    let batch = args.positive("batch", 128)?;
+    let hidden = args.count("hidden", 512)?;
+    let lr: f64 = args.get("lr", 1e-3)?;
+    let dropout: f64 = args.get("dropout", 0.1)?;
+    let classifier_steps = args.count("classifier-steps", 1000)?;
+    let per_class = args.positive("per-class", 10)?;
+    let eval_per_class = args.positive("eval-per-class", 50)?;
+    let sampling_steps = args.positive("sampling-steps", 50)?;
+    let seed: u64 = args.get("seed", 0)?;
+    let out = args.out_dir("cfg_mnist")?;
+    let device = args.device()?;
     let train_device = device.clone().autodiff();
     device.seed(seed);
 

@@ -11,11 +11,10 @@
 //! favours the requested class (next to the same fraction for real data of that class), and
 //! for gradient guidance the fraction of samples with `x > 0`.
 
-mod common;
 
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use common::Args;
+use flowforge::cli::Args;
 use flowforge::core::tensor::tensor_to_rows;
 use flowforge::data::{rng, standard_normal, tensor_to_points};
 use flowforge::guidance::{CfgConvention, ClassifierFreeGuidance, ClassifierGuidance, DenoisedGradientGuidance};
@@ -95,15 +94,19 @@ fn favoured(exact: &LabelledMixtureOracle<CondOt, Velocity>, x: Tensor<2>, label
     Ok(hits as f64 / labels.len() as f64)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse(USAGE);
-    let steps: usize = args.get("steps", 3000);
-    let classifier_steps: usize = args.get("classifier-steps", 2000);
-    let batch: usize = args.get("batch", 256);
-    let n: usize = args.get("samples", 3000);
-    let seed: u64 = args.get("seed", 0);
-    let out = args.out_dir("classifier_guidance_2d");
-    let device = args.device();
+fn main() -> std::process::ExitCode {
+    flowforge::cli::main(run)
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse(USAGE)?;
+    let steps = args.count("steps", 3000)?;
+    let classifier_steps = args.count("classifier-steps", 2000)?;
+    let batch = args.positive("batch", 256)?;
+    let n = args.positive("samples", 3000)?;
+    let seed: u64 = args.get("seed", 0)?;
+    let out = args.out_dir("classifier_guidance_2d")?;
+    let device = args.device()?;
     let train_device = device.clone().autodiff();
     device.seed(seed);
     let exact = oracle()?;

@@ -5,10 +5,9 @@
 //! cargo run --example compose_your_own            # ≈ 15 s; writes out/compose_your_own/samples.png
 //! ```
 
-mod common;
 
 use burn::module::Module;
-use common::Args;
+use flowforge::cli::Args;
 use flowforge::data::{Toy2d, rng, standard_normal, tensor_to_points};
 use flowforge::losses::RegressionLoss;
 use flowforge::losses::time_sampling::TimeSampling;
@@ -22,11 +21,15 @@ use flowforge::{Condition, Noise};
 use std::f64::consts::FRAC_PI_2;
 use std::sync::Arc;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse("compose_your_own [--steps 2000] [--out out/compose_your_own] [--device default]");
-    let steps: usize = args.get("steps", 2000);
-    let out = args.out_dir("compose_your_own");
-    let device = args.device();
+fn main() -> std::process::ExitCode {
+    flowforge::cli::main(run)
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse("compose_your_own [--steps 2000] [--out out/compose_your_own] [--device default]")?;
+    let steps = args.count("steps", 2000)?;
+    let out = args.out_dir("compose_your_own")?;
+    let device = args.device()?;
     let train_device = device.clone().autodiff();
     device.seed(0);
 

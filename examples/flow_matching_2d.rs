@@ -13,11 +13,10 @@
 //! Writes `samples.png`, `trajectories.png` and `loss.png` to `--out` (default
 //! `out/flow_matching_2d`).
 
-mod common;
 
 use burn::module::Module;
 use burn::tensor::Tensor;
-use common::Args;
+use flowforge::cli::Args;
 use flowforge::data::{Toy2d, rng, standard_normal, tensor_to_points};
 use flowforge::losses::RegressionLoss;
 use flowforge::losses::time_sampling::TimeSampling;
@@ -33,17 +32,21 @@ use std::time::Instant;
 const USAGE: &str = "flow_matching_2d [--steps 3000] [--batch 256] [--lr 1e-3] [--ema 0 (off) | 0.999] [--cosine] \
 [--samples 10000] [--seed 0] [--out out/flow_matching_2d] [--device default|flex|wgpu|ndarray|cuda]";
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse(USAGE);
-    let steps: usize = args.get("steps", 3000);
-    let batch: usize = args.get("batch", 256);
-    let lr: f64 = args.get("lr", 1e-3);
-    let ema: f64 = args.get("ema", 0.0);
-    let cosine: bool = args.get("cosine", false);
-    let n_samples: usize = args.get("samples", 10_000);
-    let seed: u64 = args.get("seed", 0);
-    let out = args.out_dir("flow_matching_2d");
-    let device = args.device();
+fn main() -> std::process::ExitCode {
+    flowforge::cli::main(run)
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse(USAGE)?;
+    let steps = args.count("steps", 3000)?;
+    let batch = args.positive("batch", 256)?;
+    let lr: f64 = args.get("lr", 1e-3)?;
+    let ema: f64 = args.get("ema", 0.0)?;
+    let cosine: bool = args.get("cosine", false)?;
+    let n_samples = args.positive("samples", 10_000)?;
+    let seed: u64 = args.get("seed", 0)?;
+    let out = args.out_dir("flow_matching_2d")?;
+    let device = args.device()?;
     let train_device = device.clone().autodiff();
     println!("device: {device:?}");
 

@@ -16,11 +16,10 @@
 //! --out out/objectives_2d --device default`. Prints one JSON line of metrics at the end and
 //! writes `<method>_samples.png` (and `<method>_trajectories.png` for ODE methods).
 
-mod common;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use common::Args;
+use flowforge::cli::Args;
 use flowforge::data::{Toy2d, rng, standard_normal, tensor_to_points};
 use flowforge::losses::RegressionLoss;
 use flowforge::losses::coupling::Coupling;
@@ -54,27 +53,31 @@ fn source(kind: &str, n: usize, rng: &mut StdRng, device: &Device) -> flowforge:
     })
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse(USAGE);
-    let method: String = args.get("method", "cfm".to_owned());
-    let source_kind: String = args.get("source", "gaussian".to_owned());
-    let steps: usize = args.get("steps", 3000);
-    let batch: usize = args.get("batch", 256);
-    let lr: f64 = args.get("lr", 1e-3);
-    let ema: f64 = args.get("ema", 0.0);
-    let cosine: bool = args.get("cosine", false);
-    let sigma: f64 = args.get("sigma", 0.5);
-    let seed: u64 = args.get("seed", 0);
+fn main() -> std::process::ExitCode {
+    flowforge::cli::main(run)
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse(USAGE)?;
+    let method: String = args.get("method", "cfm".to_owned())?;
+    let source_kind: String = args.get("source", "gaussian".to_owned())?;
+    let steps = args.count("steps", 3000)?;
+    let batch = args.positive("batch", 256)?;
+    let lr: f64 = args.get("lr", 1e-3)?;
+    let ema: f64 = args.get("ema", 0.0)?;
+    let cosine: bool = args.get("cosine", false)?;
+    let sigma: f64 = args.get("sigma", 0.5)?;
+    let seed: u64 = args.get("seed", 0)?;
     let mf_defaults = TimePairSampling::default();
-    let mf_density = match args.get("mf-density", "logit-normal".to_owned()).as_str() {
+    let mf_density = match args.get("mf-density", "logit-normal".to_owned())?.as_str() {
         "uniform" => PairDensity::Uniform,
-        _ => PairDensity::LogitNormal { mean: args.get("mf-mean", -0.4), std: args.get("mf-std", 1.0) },
+        _ => PairDensity::LogitNormal { mean: args.get("mf-mean", -0.4)?, std: args.get("mf-std", 1.0)? },
     };
-    let mf_pairs = TimePairSampling { density: mf_density, equal_fraction: args.get("mf-equal", mf_defaults.equal_fraction) };
-    let mf_weight = AdaptiveWeight { power: args.get("mf-power", AdaptiveWeight::default().power), ..AdaptiveWeight::default() };
-    let n: usize = args.get("samples", 2000);
-    let out = args.out_dir("objectives_2d");
-    let device = args.device();
+    let mf_pairs = TimePairSampling { density: mf_density, equal_fraction: args.get("mf-equal", mf_defaults.equal_fraction)? };
+    let mf_weight = AdaptiveWeight { power: args.get("mf-power", AdaptiveWeight::default().power)?, ..AdaptiveWeight::default() };
+    let n = args.positive("samples", 2000)?;
+    let out = args.out_dir("objectives_2d")?;
+    let device = args.device()?;
     let train_device = device.clone().autodiff();
     device.seed(seed);
 
@@ -98,7 +101,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok((name.to_owned(), points, start.elapsed().as_secs_f64(), nfe))
     };
 
-    let time_features = match args.get("time-features", "raw".to_owned()).as_str() {
+    let time_features = match args.get("time-features", "raw".to_owned())?.as_str() {
         "sinusoidal" => TimeFeatures::Sinusoidal { dim: 32, scale: 100.0 },
         _ => TimeFeatures::Raw,
     };

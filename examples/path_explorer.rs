@@ -10,7 +10,6 @@
 //! `E[x_t] = α_t E[x₁]` and `Var[x_t] = σ_t² + α_t² Var[x₁]` per coordinate; the Brownian bridge
 //! adds `γ_t²`. The example prints both, so a wrong schedule shows up as a mismatch.
 
-mod common;
 
 use burn::tensor::Tensor;
 use flowforge::data::{Toy2d, rng, standard_normal, tensor_to_points};
@@ -35,12 +34,16 @@ fn moments(points: &[[f64; 2]]) -> ([f64; 2], [f64; 2]) {
     (mean, var)
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse(USAGE);
-    let n: usize = args.get("n", 2000);
-    let seed: u64 = args.get("seed", 0);
-    let out = args.out_dir("path_explorer");
-    let device = args.device();
+fn main() -> std::process::ExitCode {
+    flowforge::cli::main(run)
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse(USAGE)?;
+    let n = args.positive("n", 2000)?;
+    let seed: u64 = args.get("seed", 0)?;
+    let out = args.out_dir("path_explorer")?;
+    let device = args.device()?;
     let started = Instant::now();
 
     let mut generator = rng(seed);
@@ -116,4 +119,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-use common::Args;
+use flowforge::cli::Args;

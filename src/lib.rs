@@ -45,6 +45,8 @@
 #![warn(missing_docs)]
 
 pub use burn;
+
+pub mod cli;
 pub use flowforge_core as core;
 pub use flowforge_data as data;
 pub use flowforge_guidance as guidance;

@@ -39,14 +39,19 @@ pub enum Coupling {
     /// The exact minibatch OT plan for the squared Euclidean cost (a permutation, found by the
     /// Jonker–Volgenant assignment on the host; POT's `ot.emd` in torchcfm).
     ExactOt,
-    /// The entropic OT plan `argmin ⟨π, C⟩ − reg·H(π)` by log-domain Sinkhorn on the device
-    /// (Cuturi, *Sinkhorn Distances*, NeurIPS 2013), then one data partner drawn for every
-    /// source row from its conditional `π(· | i)`. Schrödinger-bridge CFM uses `reg = 2σ²`.
+    /// The entropic OT plan `argmin ⟨π, C⟩ − reg·H(π)` by Sinkhorn's matrix scaling on the
+    /// host in f64 (Cuturi, *Sinkhorn Distances*, NeurIPS 2013; POT's `ot.sinkhorn`, which
+    /// torchcfm calls), then one data partner drawn for every source row from its conditional
+    /// `π(· | i)`. Schrödinger-bridge CFM uses `reg = 2σ²`.
     EntropicOt {
         /// Entropic regularisation (> 0), in units of the squared-distance cost.
         reg: f64,
-        /// Sinkhorn iterations.
+        /// The most Sinkhorn iterations.
         iterations: usize,
+        /// Stop once the row marginals are within this ℓ¹ distance of uniform (POT's
+        /// `stopThr`, 1e-9 there; 1e-6 is ample for drawing partners and needs about half the
+        /// iterations).
+        tolerance: f64,
     },
 }
 
@@ -58,7 +63,7 @@ impl Coupling {
     /// [`Error::InvalidParameter`] unless σ > 0.
     pub fn schrodinger_bridge(sigma: f64) -> Result<Self> {
         check::positive("sigma", sigma)?;
-        Ok(Coupling::EntropicOt { reg: 2.0 * sigma * sigma, iterations: 100 })
+        Ok(Coupling::EntropicOt { reg: 2.0 * sigma * sigma, iterations: 1000, tolerance: 1e-6 })
     }
 
     /// Pair `x0` `[n, d]` with `x1` `[n, d]` (and `x1`'s labels).
@@ -94,7 +99,8 @@ impl Coupling {
         match *self {
             Coupling::Independent => Ok(CoupledBatch { x0, x1, labels }),
             Coupling::ExactOt => {
-                let cost = squared_distances(&x0, &x1);
+                // The plan is a constant of the loss: compute it off the autodiff graph.
+                let cost = squared_distances(&x0.clone().without_autodiff(), &x1.clone().without_autodiff());
                 let host = cost.try_into_vec_as::<f64>().map_err(|e| Error::NonFinite { what: format!("reading the cost matrix: {e:?}") })?;
                 if host.iter().any(|c| !c.is_finite()) {
                     return Err(Error::NonFinite { what: "the OT cost matrix (NaN or ∞ in x0 or x1)".into() });
@@ -105,22 +111,106 @@ impl Coupling {
                 let labels = labels.map(|l| l.select(0, index.clone()));
                 Ok(CoupledBatch { x0, x1: x1.select(0, index), labels })
             }
-            Coupling::EntropicOt { reg, iterations } => {
+            Coupling::EntropicOt { reg, iterations, tolerance } => {
                 check::positive("reg", reg)?;
                 check::count_at_least_one("iterations", iterations)?;
-                let plan = sinkhorn_log_plan(squared_distances(&x0, &x1), reg, iterations);
-                // Inverse-CDF sampling of one partner per row from host uniforms (reproducible
-                // from the seed on every backend, no synchronisation).
-                let conditional = plan.clone().exp();
-                let cdf = (conditional.clone() / conditional.sum_dim(1)).cumsum(1);
-                let uniforms: Vec<f64> = (0..n1).map(|_| rng.random::<f64>()).collect();
-                let u = Tensor::<2>::from_data(TensorData::new(uniforms, [n1, 1]), &x1.device());
-                let index: Tensor<1, Int> = cdf.lower(u).int().sum_dim(1).clamp_max(n1 as i64 - 1).squeeze_dim(1);
+                // The plan is a constant of the loss: computed off the autodiff graph, on the
+                // host in f64 (one read of the n × n cost), like the exact assignment.
+                let cost = squared_distances(&x0.clone().without_autodiff(), &x1.clone().without_autodiff());
+                let host = cost.try_into_vec_as::<f64>().map_err(|e| Error::NonFinite { what: format!("reading the cost matrix: {e:?}") })?;
+                if host.iter().any(|c| !c.is_finite()) {
+                    return Err(Error::NonFinite { what: "the OT cost matrix (NaN or ∞ in x0 or x1)".into() });
+                }
+                let plan = sinkhorn_plan(&host, n0, n1, reg, iterations, tolerance)?;
+                // Inverse-CDF sampling of one partner per row from host uniforms.
+                let partner: Vec<usize> = plan
+                    .chunks(n1)
+                    .map(|row| {
+                        let total: f64 = row.iter().sum();
+                        let target = rng.random::<f64>() * total;
+                        let mut acc = 0.0;
+                        row.iter().position(|p| {
+                            acc += p;
+                            acc > target
+                        })
+                        .unwrap_or(n1 - 1)
+                    })
+                    .collect();
+                let index = index_tensor(&partner, &x1.device());
                 let labels = labels.map(|l| l.select(0, index.clone()));
                 Ok(CoupledBatch { x0, x1: x1.select(0, index), labels })
             }
         }
     }
+}
+
+/// The entropic OT plan `π = diag(u) K diag(v)`, `K = exp(−(C − min C)/reg)`, between uniform
+/// marginals for the row-major `n × m` cost `C`, by Sinkhorn's alternating scaling
+/// `u = a / (K v)`, `v = b / (Kᵀ u)` in f64 (Cuturi 2013; POT's `ot.sinkhorn` with
+/// `method = "sinkhorn"`), stopping once `‖u ⊙ K v − a‖₁ < tolerance` (POT's `stopThr`). Where the
+/// kernel underflows (a row or column of K all zero, for `reg` tiny against the costs) it runs
+/// the same iteration in the log domain instead. Returns π row-major; rows sum to 1/n.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] if `cost.len() != n·m`; [`Error::InvalidParameter`] for
+/// `reg ≤ 0` or a negative tolerance; [`Error::InvalidCount`] for empty marginals or zero
+/// iterations.
+pub fn sinkhorn_plan(cost: &[f64], n: usize, m: usize, reg: f64, iterations: usize, tolerance: f64) -> Result<Vec<f64>> {
+    check::non_negative("tolerance", tolerance)?;
+    check::positive("reg", reg)?;
+    check::count_at_least_one("rows", n)?;
+    check::count_at_least_one("columns", m)?;
+    check::count_at_least_one("iterations", iterations)?;
+    if cost.len() != n * m {
+        return Err(Error::ShapeMismatch { what: "Sinkhorn cost matrix", expected: vec![n * m], actual: vec![cost.len()] });
+    }
+    let (a, b) = (1.0 / n as f64, 1.0 / m as f64);
+    let floor = cost.iter().copied().fold(f64::INFINITY, f64::min);
+    let kernel: Vec<f64> = cost.iter().map(|c| (-(c - floor) / reg).exp()).collect();
+    let row_ok = kernel.chunks(m).all(|row| row.iter().any(|&k| k > 0.0));
+    let col_ok = (0..m).all(|j| (0..n).any(|i| kernel[i * m + j] > 0.0));
+    if !(row_ok && col_ok) {
+        return Ok(sinkhorn_log_host(cost, n, m, reg, iterations));
+    }
+    let mut u = vec![a; n];
+    let mut v = vec![b; m];
+    let mut kv = vec![0.0; n];
+    for _ in 0..iterations {
+        for (i, row) in kernel.chunks(m).enumerate() {
+            kv[i] = row.iter().zip(&v).map(|(k, v)| k * v).sum();
+        }
+        let error: f64 = u.iter().zip(&kv).map(|(u, kv)| (u * kv - a).abs()).sum();
+        if error < tolerance {
+            break;
+        }
+        u.iter_mut().zip(&kv).for_each(|(u, kv)| *u = a / kv);
+        let mut ktu = vec![0.0; m];
+        for (row, &ui) in kernel.chunks(m).zip(&u) {
+            ktu.iter_mut().zip(row).for_each(|(acc, k)| *acc += k * ui);
+        }
+        v.iter_mut().zip(&ktu).for_each(|(v, ktu)| *v = b / ktu);
+    }
+    Ok(kernel.chunks(m).zip(&u).flat_map(|(row, &ui)| row.iter().zip(&v).map(move |(k, vj)| ui * k * vj)).collect())
+}
+
+/// Log-domain Sinkhorn on the host, for kernels that underflow.
+fn sinkhorn_log_host(cost: &[f64], n: usize, m: usize, reg: f64, iterations: usize) -> Vec<f64> {
+    let lse = |values: &mut dyn Iterator<Item = f64>| -> f64 {
+        let values: Vec<f64> = values.collect();
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        max + values.iter().map(|v| (v - max).exp()).sum::<f64>().ln()
+    };
+    let (log_a, log_b) = (-(n as f64).ln(), -(m as f64).ln());
+    let (mut f, mut g) = (vec![0.0; n], vec![0.0; m]);
+    for _ in 0..iterations {
+        for i in 0..n {
+            f[i] = log_a - lse(&mut (0..m).map(|j| g[j] - cost[i * m + j] / reg));
+        }
+        for j in 0..m {
+            g[j] = log_b - lse(&mut (0..n).map(|i| f[i] - cost[i * m + j] / reg));
+        }
+    }
+    (0..n).flat_map(|i| (0..m).map(move |j| (i, j))).map(|(i, j)| (f[i] + g[j] - cost[i * m + j] / reg).exp()).collect()
 }
 
 /// `C_ij = ‖x0_i − x1_j‖²`, `[n, n]`, by one matrix product.
@@ -189,7 +279,7 @@ mod tests {
         let x1 = tensor_from_rows(&[vec![0.5], vec![19.0], vec![9.0]], &device);
         let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![7i64, 8, 9], [3]), &device);
         let mut rng = StdRng::seed_from_u64(0);
-        for coupling in [Coupling::ExactOt, Coupling::EntropicOt { reg: 0.01, iterations: 200 }] {
+        for coupling in [Coupling::ExactOt, Coupling::EntropicOt { reg: 0.01, iterations: 200, tolerance: 1e-9 }] {
             let out = coupling.couple(x0.clone(), x1.clone(), Some(labels.clone()), &mut rng).unwrap();
             assert_eq!(tensor_to_vec(out.x1), vec![9.0, 0.5, 19.0], "{coupling:?}");
             let l: Vec<i64> = out.labels.unwrap().try_into_vec_as::<i64>().unwrap();
@@ -210,7 +300,7 @@ mod tests {
         assert!(matches!(Coupling::ExactOt.couple(empty.clone(), empty, None, &mut rng), Err(Error::InvalidCount { .. })));
         assert!(matches!(Coupling::schrodinger_bridge(0.0), Err(Error::InvalidParameter { name: "sigma", .. })));
         assert!(matches!(
-            Coupling::EntropicOt { reg: -1.0, iterations: 10 }.couple(a.clone(), a, None, &mut rng),
+            Coupling::EntropicOt { reg: -1.0, iterations: 10, tolerance: 1e-9 }.couple(a.clone(), a, None, &mut rng),
             Err(Error::InvalidParameter { name: "reg", .. })
         ));
     }

@@ -182,31 +182,47 @@ pub fn mmd_rbf(x: &[Vec<f64>], y: &[Vec<f64>], bandwidth: f64) -> Result<f64> {
     Ok(mean_pairwise(x, x, k) + mean_pairwise(y, y, k) - 2.0 * mean_pairwise(x, y, k))
 }
 
-/// The sliced 2-Wasserstein distance over `projections` random directions (seeded):
-/// `√(mean_θ W2²(θᵀX, θᵀY))`, each 1-D W2 exact by sorting.
+/// The sliced 2-Wasserstein distance over `projections` random directions (seeded, uniform on
+/// the sphere): `√(mean_θ W2²(θᵀX, θᵀY))`, each 1-D W2 exact by sorting (Rabin et al. 2011;
+/// POT's `ot.sliced_wasserstein_distance` with `p = 2`).
 ///
 /// # Errors
 /// As [`wasserstein2`]; [`Error::InvalidCount`] for zero projections.
 pub fn sliced_wasserstein2(x: &[Vec<f64>], y: &[Vec<f64>], projections: usize, seed: u64) -> Result<f64> {
     let d = check_sets(x, y)?;
     flowforge_core::error::check::count_at_least_one("projections", projections)?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let directions: Vec<Vec<f64>> = (0..projections).map(|_| (0..d).map(|_| StandardNormal.sample(&mut rng)).collect()).collect();
+    sliced_wasserstein2_along(x, y, &directions)
+}
+
+/// The sliced 2-Wasserstein distance along given directions (normalised here), for
+/// reproducing another library's projections exactly.
+///
+/// # Errors
+/// As [`wasserstein2`]; [`Error::InvalidCount`] for no directions; [`Error::ShapeMismatch`]
+/// for a direction of the wrong dimension; [`Error::InvalidParameter`] for a zero direction.
+pub fn sliced_wasserstein2_along(x: &[Vec<f64>], y: &[Vec<f64>], directions: &[Vec<f64>]) -> Result<f64> {
+    let d = check_sets(x, y)?;
+    flowforge_core::error::check::count_at_least_one("directions", directions.len())?;
     if x.len() != y.len() {
         return Err(Error::ShapeMismatch { what: "sample sizes for sliced W2", expected: vec![x.len()], actual: vec![y.len()] });
     }
-    let mut rng = StdRng::seed_from_u64(seed);
     let mut total = 0.0;
-    for _ in 0..projections {
-        let mut theta: Vec<f64> = (0..d).map(|_| StandardNormal.sample(&mut rng)).collect();
-        let norm = theta.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-300);
-        theta.iter_mut().for_each(|v| *v /= norm);
-        let project = |p: &Vec<f64>| p.iter().zip(&theta).map(|(a, b)| a * b).sum::<f64>();
+    for direction in directions {
+        if direction.len() != d {
+            return Err(Error::ShapeMismatch { what: "projection direction", expected: vec![d], actual: vec![direction.len()] });
+        }
+        let norm = direction.iter().map(|v| v * v).sum::<f64>().sqrt();
+        flowforge_core::error::check::positive("direction norm", norm)?;
+        let project = |p: &Vec<f64>| p.iter().zip(direction).map(|(a, b)| a * b).sum::<f64>() / norm;
         let mut px: Vec<f64> = x.iter().map(project).collect();
         let mut py: Vec<f64> = y.iter().map(project).collect();
         px.sort_by(f64::total_cmp);
         py.sort_by(f64::total_cmp);
         total += px.iter().zip(&py).map(|(a, b)| (a - b) * (a - b)).sum::<f64>() / x.len() as f64;
     }
-    Ok((total / projections as f64).sqrt())
+    Ok((total / directions.len() as f64).sqrt())
 }
 
 /// The straightness of trajectories (Liu, Gong & Liu, *Flow Straight and Fast*, ICLR 2023,
