@@ -14,6 +14,8 @@
 //! `out/flow_matching_2d`).
 
 
+mod common;
+
 use burn::module::Module;
 use burn::tensor::Tensor;
 use flowforge::cli::Args;
@@ -70,14 +72,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         objective.loss(&predicting::<Velocity, _>(model), x0, x1, None, &t, &Condition::none())
     })?;
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
-    let k = report.losses.len().min(100);
-    println!(
-        "trained {steps} steps in {:.1} s ({:.0} steps/s); loss first {k}: {:.4}, last {k}: {:.4}",
-        report.seconds,
-        report.steps_per_second,
-        mean(&report.losses[..k]),
-        mean(&report.losses[report.losses.len() - k..])
-    );
+    println!("trained {steps} steps in {:.1} s ({:.0} steps/s); {}", report.seconds, report.steps_per_second, common::loss_summary(&report.losses));
 
     // Sampling with the (EMA of the) trained weights, on the plain device.
     let (online, averaged) = trainer.into_parts();

@@ -146,3 +146,77 @@ pub fn timed<T>(f: impl FnOnce() -> flowforge::Result<T>) -> flowforge::Result<(
     let value = f()?;
     Ok((value, start.elapsed().as_secs_f64()))
 }
+
+/// Saves images `[n, rows·cols]` in [−1, 1] (the `ImageSet::batch` range) as a grid PNG.
+pub fn save_image_grid(images: Tensor<2>, rows: usize, cols: usize, columns: usize, title: impl Into<String>, path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let pixels: Vec<Vec<f32>> = flowforge::core::tensor::tensor_to_rows(flowforge::data::images::to_unit_range(images))
+        .into_iter()
+        .map(|row| row.into_iter().map(|v| v as f32).collect())
+        .collect();
+    // Small images (14×14) are drawn larger so the grid stays readable.
+    let scale = (56 / rows.max(1)).max(2) as u32;
+    flowforge::plot::ImageGrid::new(title, pixels, cols, rows, columns).scale(scale).save(path)?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+/// Trains a VAE on `train` (images mapped to [0, 1]) with the negative β-ELBO.
+pub fn train_vae<V: flowforge::nets::VariationalAutoencoder + burn::module::Module + Clone>(
+    vae: V,
+    train: &flowforge::data::images::ImageSet,
+    config: flowforge::train::TrainerConfig,
+    batch: usize,
+    beta: f64,
+    device: &Device,
+) -> Result<V, Box<dyn std::error::Error>> {
+    let elbo = flowforge::losses::elbo::Elbo { likelihood: flowforge::losses::elbo::Likelihood::Bernoulli, beta };
+    let mut trainer = flowforge::train::Trainer::new(config, vae)?;
+    let report = trainer.fit(|model: &V, rng, _| {
+        let (x, _) = train.batch(&train.sample_indices(batch, rng), device)?;
+        let x = flowforge::data::images::to_unit_range(x);
+        let (mu, logvar) = model.encode(x.clone())?;
+        let eps = standard_normal(mu.dims(), rng, device);
+        let z = flowforge::losses::elbo::reparameterize(mu.clone(), logvar.clone(), eps)?;
+        Ok(elbo.terms(x, model.decode(z)?, mu, logvar)?.loss)
+    })?;
+    println!("VAE: {} steps in {:.1} s ({:.0} steps/s), final loss {:.2} nats", report.losses.len(), report.seconds, report.steps_per_second, report.losses.last().copied().unwrap_or(f64::NAN));
+    let (online, averaged) = trainer.into_parts();
+    Ok(averaged.unwrap_or(online))
+}
+
+
+/// "loss first k: a, last k: b" over the first and last (up to) 100 recorded losses.
+pub fn loss_summary(losses: &[f64]) -> String {
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
+    let k = losses.len().min(100);
+    format!("loss first {k}: {:.4}, last {k}: {:.4}", mean(&losses[..k]), mean(&losses[losses.len() - k..]))
+}
+
+/// What the MNIST examples share: output folder, devices (seeded), and the bundled digits split
+/// into 9,000 for training and 1,000 held out.
+pub struct MnistSetup {
+    /// Output folder (created and checked writable).
+    pub out: PathBuf,
+    /// The plain device.
+    pub device: Device,
+    /// The autodiff device.
+    pub train_device: Device,
+    /// The first 9,000 digits.
+    pub train: flowforge::data::images::ImageSet,
+    /// The last 1,000 digits.
+    pub held_out: flowforge::data::images::ImageSet,
+}
+
+impl MnistSetup {
+    /// Reads `--out` and `--device`, seeds the device and loads the bundled digits.
+    pub fn read(args: &Args, example: &str, seed: u64) -> Result<Self, Box<dyn std::error::Error>> {
+        let out = args.out_dir(example)?;
+        let device = args.device()?;
+        let train_device = device.clone().autodiff();
+        device.seed(seed);
+        let mnist = flowforge::data::images::bundled_mnist()?;
+        let (train, held_out) = mnist.split_at(mnist.len() - 1000);
+        println!("MNIST: {} training and {} held-out digits of {}x{}", train.len(), held_out.len(), mnist.rows, mnist.cols);
+        Ok(Self { out, device, train_device, train, held_out })
+    }
+}

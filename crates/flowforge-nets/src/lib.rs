@@ -12,6 +12,14 @@
 //!   classifier-free guidance) and conditioned on continuous vectors; with `output_dim` set to a
 //!   number of classes it is a noise-aware classifier `p(y | x_t, t)`.
 //!
+//! - [`UNet`]: DDPM's image U-Net (residual GroupNorm/SiLU blocks, attention at low resolution,
+//!   time and class conditioning);
+//! - [`Dit`]: a diffusion transformer (patchify, adaLN-Zero blocks; Peebles & Xie 2023);
+//! - [`MlpVae`], [`ConvVae`]: VAE encoders/decoders behind [`VariationalAutoencoder`].
+//!
+//! The image networks are written once on [`Jet`]s (a value with an optional tangent), so
+//! `forward` and the exact `forward_dual` share one code path.
+//!
 //! Networks implement [`Network`] and are not tied to a prediction kind; [`predicting`]
 //! declares one, so the same `Mlp` is a velocity model for flow matching or a noise model for
 //! DDPM.
@@ -27,6 +35,81 @@ use flowforge_core::tensor::check_labels;
 use flowforge_core::{Condition, Error, Network, Result, Times};
 use flowforge_losses::meanflow::{AverageVelocityJvp, AverageVelocityModel};
 use serde::{Deserialize, Serialize};
+
+/// `Network<4>` and MeanFlow's average-velocity traits for an image network with
+/// `forward(x, &[t…], condition)` and `forward_dual(x, &[ṫ…], condition)`.
+macro_rules! image_network_impls {
+    ($ty:ty) => {
+        impl $ty {
+            /// # Shapes
+            /// `x`: `[batch, C, H, W]`; each time `[batch, 1]` → `[batch, C, H, W]`.
+            ///
+            /// # Errors
+            /// [`Error::ShapeMismatch`] for an image shape the network does not take or the
+            /// wrong number or shape of times; the conditioning's label errors.
+            pub fn forward(&self, x: Tensor<4>, times: &[Tensor<2>], condition: &Condition) -> Result<Tensor<4>> {
+                let times: Vec<Jet<2>> = times.iter().cloned().map(Jet::plain).collect();
+                Ok(self.run(Jet::plain(x), &times, condition)?.value)
+            }
+
+            /// The forward pass with its exact JVP along `(ẋ, ṫ…)` (the condition is held
+            /// fixed), by tangent propagation through the same code path.
+            ///
+            /// # Errors
+            /// As `forward`.
+            pub fn forward_dual(&self, x: Dual<4>, times: &[Dual<2>], condition: &Condition) -> Result<Dual<4>> {
+                let times: Vec<Jet<2>> = times.iter().cloned().map(Jet::from_dual).collect();
+                Ok(self.run(Jet::from_dual(x), &times, condition)?.into_dual())
+            }
+        }
+
+        impl flowforge_core::Network<4> for $ty {
+            fn forward_network(&self, x: Tensor<4>, time: Tensor<2>, condition: &Condition) -> Result<Tensor<4>> {
+                self.forward(x, &[time], condition)
+            }
+        }
+
+        impl AverageVelocityModel<4> for $ty {
+            fn average_velocity(&self, x: Tensor<4>, a: &Times, b: &Times, condition: &Condition) -> Result<Tensor<4>> {
+                let device = x.device();
+                self.forward(x, &[a.to_column(&device), b.to_column(&device)], condition)
+            }
+        }
+
+        impl AverageVelocityJvp<4> for $ty {
+            fn average_velocity_jvp(
+                &self,
+                x: Tensor<4>,
+                x_dot: Tensor<4>,
+                a: &Times,
+                a_dot: f64,
+                b: &Times,
+                b_dot: f64,
+                condition: &Condition,
+            ) -> Result<(Tensor<4>, Tensor<4>)> {
+                let device = x.device();
+                let column = |t: &Times, dot: f64| dual_column(&t.to_vec(), &vec![dot; t.len()], &device);
+                let out = self.forward_dual(Dual::new(x, x_dot), &[column(a, a_dot), column(b, b_dot)], condition)?;
+                Ok((out.primal, out.tangent))
+            }
+        }
+    };
+}
+
+pub mod conditioning;
+pub mod dit;
+pub mod jet;
+pub mod unet;
+pub mod vae;
+
+pub use conditioning::{Conditioning, ConditioningConfig};
+pub use dit::{Dit, DitConfig};
+pub use jet::Jet;
+pub use unet::{UNet, UNetConfig};
+pub use vae::{ConvVae, ConvVaeConfig, MlpVae, MlpVaeConfig, VariationalAutoencoder};
+
+image_network_impls!(UNet);
+image_network_impls!(Dit);
 
 /// `[sin(s·t·f_k), cos(s·t·f_k)]` with `f_k = exp(−ln(max_period)·k/(dim/2))`, k < dim/2.
 #[derive(Config, Debug, PartialEq)]
@@ -115,6 +198,11 @@ impl SinusoidalEmbedding {
     /// Output features.
     pub fn dim(&self) -> usize {
         2 * self.frequencies.len()
+    }
+
+    /// The frequencies as a row `[1, dim/2]`.
+    pub(crate) fn frequency_row(&self, device: &Device) -> Tensor<2> {
+        self.frequencies(device)
     }
 
     fn frequencies(&self, device: &Device) -> Tensor<2> {
@@ -299,24 +387,8 @@ impl Mlp {
     /// prediction); a continuous condition that is absent contributes nothing.
     fn condition_bias(&self, batch: usize, condition: &Condition, device: &Device) -> Result<Option<Tensor<2>>> {
         let mut bias: Option<Tensor<2>> = None;
-        match (&self.class_embedding, &condition.labels) {
-            (None, Some(_)) => {
-                return Err(Error::ClassOutOfRange { label: 0, num_classes: 0, null_allowed: false, what: "an unconditional MLP (num_classes = 0) given class labels" });
-            }
-            (None, None) => {}
-            (Some(table), labels) => {
-                let labels = match labels {
-                    Some(l) => {
-                        if l.dims()[0] != batch {
-                            return Err(Error::ShapeMismatch { what: "class labels vs x", expected: vec![batch], actual: l.dims().to_vec() });
-                        }
-                        check_labels(l, self.num_classes, true, "the MLP's class embedding")?;
-                        l.clone()
-                    }
-                    None => Tensor::<1, Int>::full([batch], self.num_classes as i64, device),
-                };
-                bias = Some(table.val().select(0, labels));
-            }
+        if let Some(rows) = class_embedding_rows(self.class_embedding.as_ref(), condition, self.num_classes, batch, device, "MLP")? {
+            bias = Some(rows);
         }
         match (&self.condition_projection, &condition.vectors) {
             (None, Some(v)) => {
@@ -433,6 +505,40 @@ impl Mlp {
         }
         Ok(h)
     }
+}
+
+/// The rows `E[y]` `[batch, width]` of a class-embedding table (with its null row
+/// `num_classes`) for the condition's labels, the null label where none are given, and `None`
+/// for an unconditional network without labels.
+///
+/// # Errors
+/// [`Error::ClassOutOfRange`] for labels given to an unconditional network or outside
+/// `0..=num_classes`; [`Error::ShapeMismatch`] for a label count other than `batch`.
+pub(crate) fn class_embedding_rows(
+    table: Option<&Param<Tensor<2>>>,
+    condition: &Condition,
+    num_classes: usize,
+    batch: usize,
+    device: &Device,
+    network: &'static str,
+) -> Result<Option<Tensor<2>>> {
+    let Some(table) = table else {
+        return match condition.labels {
+            Some(_) => Err(Error::ClassOutOfRange { label: 0, num_classes: 0, null_allowed: false, what: "an unconditional network (num_classes = 0) given class labels" }),
+            None => Ok(None),
+        };
+    };
+    let labels = match &condition.labels {
+        Some(l) => {
+            if l.dims()[0] != batch {
+                return Err(Error::ShapeMismatch { what: "class labels vs x", expected: vec![batch], actual: l.dims().to_vec() });
+            }
+            check_labels(l, num_classes, true, network)?;
+            l.clone()
+        }
+        None => Tensor::<1, Int>::full([batch], num_classes as i64, device),
+    };
+    Ok(Some(table.val().select(0, labels)))
 }
 
 /// A linear layer on a dual value: `(xW + b, ẋW)`.
