@@ -47,6 +47,21 @@ fn unet_shapes_conditioning_and_errors() {
 }
 
 #[test]
+fn unet_reproduces_the_w4_workload_architecture() {
+    // ../shared/bench/WORKLOADS.md, W4: conv_in 1→32 @16; two Res per level (32, 64), stride-2
+    // downsampling after both, a middle of two Res at 4×4 without attention, nearest ×2 + conv
+    // on the way up, 64 sinusoidal time features → 128. PyTorch counts 781,281 parameters.
+    let device = device_f64();
+    let net = UNetConfig::benchmark_w4().init(&device).unwrap();
+    assert_eq!(burn::module::Module::num_params(&net), 781_281);
+    let x = Tensor::<4>::zeros([2, 1, 16, 16], &device);
+    let t = Tensor::<2>::zeros([2, 1], &device);
+    assert_eq!(net.forward_network(x, t.clone(), &Condition::none()).unwrap().dims(), [2, 1, 16, 16]);
+    // Two downsamplings: 10×10 is not divisible by 4.
+    assert!(matches!(net.forward_network(Tensor::<4>::zeros([2, 1, 10, 10], &device), t, &Condition::none()), Err(Error::ShapeMismatch { .. })));
+}
+
+#[test]
 fn unet_jvp_matches_finite_differences() {
     let device = device_f64();
     let net = UNetConfig::new(2)
@@ -55,6 +70,7 @@ fn unet_jvp_matches_finite_differences() {
         .with_attention_levels(vec![1])
         .with_attention_heads(2)
         .with_norm_groups(4)
+        .with_res_blocks(2)
         .with_time_inputs(2)
         .with_num_classes(3)
         .with_zero_init_output(false)

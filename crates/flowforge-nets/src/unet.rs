@@ -24,10 +24,23 @@ pub struct UNetConfig {
     /// Width multipliers, one per resolution (each level after the first halves H and W).
     #[config(default = "vec![1, 2, 2]")]
     pub channel_multipliers: Vec<usize>,
-    /// Levels (indices into `channel_multipliers`) with a self-attention block; the middle
-    /// block always has one.
+    /// Residual blocks per level (DDPM uses 2).
+    #[config(default = 1)]
+    pub res_blocks: usize,
+    /// Levels (indices into `channel_multipliers`) with a self-attention block after their
+    /// residual blocks.
     #[config(default = "vec![2]")]
     pub attention_levels: Vec<usize>,
+    /// Self-attention between the two middle residual blocks.
+    #[config(default = true)]
+    pub middle_attention: bool,
+    /// Downsample after the deepest level too, so the middle runs at half its resolution (the
+    /// benchmark workload W4's layout); otherwise the middle runs at the deepest level's.
+    #[config(default = false)]
+    pub downsample_deepest: bool,
+    /// Sinusoidal time features before the time MLP (0: `channels`).
+    #[config(default = 0)]
+    pub time_features: usize,
     /// Attention heads (must divide every attended width).
     #[config(default = 4)]
     pub attention_heads: usize,
@@ -46,6 +59,25 @@ pub struct UNetConfig {
 }
 
 impl UNetConfig {
+    /// The U-Net of the benchmark workload W4 (`unet_digits_step` in flowforge's
+    /// `../shared/bench/WORKLOADS.md`, a small DDPM-style network for 1×16×16 images): widths
+    /// 32 and 64 with two residual blocks each, stride-2 downsampling after both, a middle of
+    /// two residual blocks at 4×4 without attention, 64 sinusoidal time features, GroupNorm with
+    /// 8 groups; 781,281 parameters as in PyTorch. The output convolution is drawn like the
+    /// others (PyTorch's default), not zeroed.
+    pub fn benchmark_w4() -> Self {
+        Self::new(1)
+            .with_channels(32)
+            .with_channel_multipliers(vec![1, 2])
+            .with_res_blocks(2)
+            .with_attention_levels(vec![])
+            .with_middle_attention(false)
+            .with_downsample_deepest(true)
+            .with_time_features(64)
+            .with_norm_groups(8)
+            .with_zero_init_output(false)
+    }
+
     /// Build the network; by default the output convolution starts at zero (the untrained
     /// network predicts 0, a common choice for residual denoisers).
     ///
@@ -53,7 +85,7 @@ impl UNetConfig {
     /// [`Error::InvalidCount`] for zero sizes; [`Error::InvalidParameter`] for widths that
     /// the groups or heads do not divide, or attention levels out of range.
     pub fn init(&self, device: &Device) -> Result<UNet> {
-        for (name, value) in [("in_channels", self.in_channels), ("channels", self.channels), ("levels", self.channel_multipliers.len()), ("norm_groups", self.norm_groups), ("attention_heads", self.attention_heads)] {
+        for (name, value) in [("in_channels", self.in_channels), ("channels", self.channels), ("levels", self.channel_multipliers.len()), ("res_blocks", self.res_blocks), ("norm_groups", self.norm_groups), ("attention_heads", self.attention_heads)] {
             flowforge_core::error::check::count_at_least_one(name, value)?;
         }
         let widths: Vec<usize> = self.channel_multipliers.iter().map(|m| m * self.channels).collect();
@@ -66,28 +98,33 @@ impl UNetConfig {
             return Err(Error::invalid("attention_levels", bad as f64, "an index into channel_multipliers"));
         }
         let emb = 4 * self.channels;
-        let conditioning = ConditioningConfig::new(emb).with_time_features(self.channels).with_time_inputs(self.time_inputs).with_num_classes(self.num_classes).init(device)?;
+        let time_features = if self.time_features == 0 { self.channels } else { self.time_features };
+        let conditioning = ConditioningConfig::new(emb).with_time_features(time_features).with_time_inputs(self.time_inputs).with_num_classes(self.num_classes).init(device)?;
         let conv3 = |i: usize, o: usize| Conv2dConfig::new([i, o], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device);
         let res = |i: usize, o: usize| ResBlock::new(i, o, emb, self.norm_groups, device);
+        let blocks = |first_input: usize, w: usize| -> Vec<ResBlock> { (0..self.res_blocks).map(|k| res(if k == 0 { first_input } else { w }, w)).collect() };
         let attention = |w: usize| AttentionBlock::new(w, self.attention_heads, self.norm_groups, device);
+        let downsampled = |level: usize| level + 1 < widths.len() || self.downsample_deepest;
         let mut down = Vec::new();
         let mut previous = self.channels;
         for (level, &w) in widths.iter().enumerate() {
             down.push(Level {
-                block: res(previous, w),
+                blocks: blocks(previous, w),
                 attention: self.attention_levels.contains(&level).then(|| attention(w)),
-                resample: (level + 1 < widths.len()).then(|| Conv2dConfig::new([w, w], [3, 3]).with_stride([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device)),
+                resample: downsampled(level).then(|| Conv2dConfig::new([w, w], [3, 3]).with_stride([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device)),
             });
             previous = w;
         }
         let deepest = *widths.last().expect("at least one level");
-        let middle = (res(deepest, deepest), attention(deepest), res(deepest, deepest));
+        let middle = (res(deepest, deepest), self.middle_attention.then(|| attention(deepest)), res(deepest, deepest));
+        // Up: back to the level's resolution (nearest ×2 and a 3×3 convolution) where the way
+        // down halved it, then the skip is concatenated and the blocks run.
         let mut up = Vec::new();
         for (level, &w) in widths.iter().enumerate().rev() {
             up.push(Level {
-                block: res(previous + w, w),
+                resample: downsampled(level).then(|| conv3(previous, previous)),
+                blocks: blocks(previous + w, w),
                 attention: self.attention_levels.contains(&level).then(|| attention(w)),
-                resample: (level > 0).then(|| conv3(w, w)),
             });
             previous = w;
         }
@@ -106,7 +143,7 @@ impl UNetConfig {
             output_norm: GroupNormConfig::new(self.norm_groups, widths[0]).init(device),
             output,
             in_channels: self.in_channels,
-            levels: widths.len(),
+            downsamplings: widths.len() - 1 + usize::from(self.downsample_deepest),
         })
     }
 }
@@ -192,15 +229,17 @@ pub(crate) fn multi_head_attention(tokens: Jet<3>, qkv: &Linear, projection: &Li
     out.linear(|x| x.reshape([b, heads, n, head_dim]).swap_dims(1, 2).reshape([b, n, width])).through_linear(projection)
 }
 
-/// One resolution: a residual block, optional attention, then down- or upsampling.
+/// One resolution: residual blocks and optional attention, with downsampling after them
+/// (on the way down) or upsampling before them (on the way up).
 #[derive(Module, Debug)]
 pub struct Level {
-    block: ResBlock,
+    blocks: Vec<ResBlock>,
     attention: Option<AttentionBlock>,
     resample: Option<Conv2d>,
 }
 
-/// The U-Net of [`UNetConfig`]: `[batch, C, H, W]` (H and W divisible by 2^(levels−1)) and
+/// The U-Net of [`UNetConfig`]: `[batch, C, H, W]` (H and W divisible by 2 to the number of
+/// downsamplings) and
 /// one or two time columns to `[batch, C, H, W]`.
 #[derive(Module, Debug)]
 pub struct UNet {
@@ -208,28 +247,30 @@ pub struct UNet {
     input: Conv2d,
     down: Vec<Level>,
     middle_first: ResBlock,
-    middle_attention: AttentionBlock,
+    middle_attention: Option<AttentionBlock>,
     middle_second: ResBlock,
     up: Vec<Level>,
     output_norm: GroupNorm,
     output: Conv2d,
     in_channels: usize,
-    levels: usize,
+    downsamplings: usize,
 }
 
 impl UNet {
     /// The forward pass on jets: one code path for values and tangents.
     pub(crate) fn run(&self, x: Jet<4>, times: &[Jet<2>], condition: &Condition) -> Result<Jet<4>> {
         let [b, c, h, w] = x.dims();
-        let factor = 1 << (self.levels - 1);
+        let factor = 1 << self.downsamplings;
         if c != self.in_channels || h % factor != 0 || w % factor != 0 || h == 0 || w == 0 {
-            return Err(Error::ShapeMismatch { what: "U-Net input (channels; H and W divisible by 2^(levels−1))", expected: vec![b, self.in_channels, factor * h.div_ceil(factor).max(1), factor * w.div_ceil(factor).max(1)], actual: vec![b, c, h, w] });
+            return Err(Error::ShapeMismatch { what: "U-Net input (channels; H and W divisible by 2^downsamplings)", expected: vec![b, self.in_channels, factor * h.div_ceil(factor).max(1), factor * w.div_ceil(factor).max(1)], actual: vec![b, c, h, w] });
         }
         let cond = self.conditioning.forward(times, condition, b, &x.value.device())?;
         let mut h = x.through_conv(&self.input);
         let mut skips = Vec::new();
         for level in &self.down {
-            h = level.block.forward(h, &cond);
+            for block in &level.blocks {
+                h = block.forward(h, &cond);
+            }
             if let Some(a) = &level.attention {
                 h = a.forward(h);
             }
@@ -239,16 +280,21 @@ impl UNet {
             }
         }
         h = self.middle_first.forward(h, &cond);
-        h = self.middle_attention.forward(h);
+        if let Some(a) = &self.middle_attention {
+            h = a.forward(h);
+        }
         h = self.middle_second.forward(h, &cond);
         for level in &self.up {
-            let skip = skips.pop().expect("one skip per level");
-            h = level.block.forward(Jet::cat(vec![h, skip], 1), &cond);
-            if let Some(a) = &level.attention {
-                h = a.forward(h);
-            }
             if let Some(conv) = &level.resample {
                 h = h.upsample_nearest2().through_conv(conv);
+            }
+            let skip = skips.pop().expect("one skip per level");
+            h = Jet::cat(vec![h, skip], 1);
+            for block in &level.blocks {
+                h = block.forward(h, &cond);
+            }
+            if let Some(a) = &level.attention {
+                h = a.forward(h);
             }
         }
         Ok(h.through_group_norm(&self.output_norm).silu().through_conv(&self.output))

@@ -1,0 +1,119 @@
+//! Components that bound training speed: each loss forward + backward on the W1 MLP
+//! (3 × 256, batch 256), workload W3's MLP training step, the minibatch OT couplings (exact assignment and Sinkhorn at 256 and
+//! 1,024 points), and the image networks' forward passes (U-Net and DiT on 28×28, batch 32).
+//!
+//! ```text
+//! cargo bench --bench components
+//! ```
+
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Tensor};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use flowforge::data::{Toy2d, rng, standard_normal};
+use flowforge::losses::RegressionLoss;
+use flowforge::losses::coupling::{Coupling, sinkhorn_plan, squared_distances};
+use flowforge::losses::meanflow::{AdaptiveWeight, TimePairSampling, meanflow_loss};
+use flowforge::losses::time_sampling::TimeSampling;
+use flowforge::metrics::linear_sum_assignment;
+use flowforge::nets::{DitConfig, MlpConfig, UNetConfig, predicting};
+use flowforge::paths::{AffinePath, CondOt, DiscreteScheduleConfig};
+use flowforge::{Condition, Noise, Velocity};
+
+fn losses(c: &mut Criterion) {
+    let device: Device = flowforge::default_device().autodiff();
+    let batch = 256;
+    let mut r = rng(0);
+    let x1 = Toy2d::moons().sample_tensor(batch, &mut r, &device).expect("moons");
+    let x0 = standard_normal([batch, 2], &mut r, &device);
+    let mut group = c.benchmark_group("loss_forward_backward");
+    let cfm_net = MlpConfig::new(2).init(&device).expect("mlp");
+    let condot = AffinePath::new(CondOt::default());
+    let t = TimeSampling::default().sample(batch, &mut r, &CondOt::default()).expect("times");
+    group.bench_function("cfm", |b| {
+        b.iter(|| {
+            let loss = RegressionLoss::new(condot.clone()).loss(&predicting::<Velocity, _>(&cfm_net), x0.clone(), x1.clone(), None, &t, &Condition::none()).expect("loss");
+            loss.backward()
+        })
+    });
+    let schedule = DiscreteScheduleConfig::new().init().expect("schedule");
+    let ddpm = AffinePath::new(schedule.clone());
+    let levels = TimeSampling::DiscreteUniform { num_train_timesteps: 1000 }.sample(batch, &mut r, &schedule).expect("levels");
+    group.bench_function("ddpm_eps", |b| {
+        b.iter(|| {
+            let loss = RegressionLoss::new(ddpm.clone()).loss(&predicting::<Noise, _>(&cfm_net), x0.clone(), x1.clone(), None, &levels, &Condition::none()).expect("loss");
+            loss.backward()
+        })
+    });
+    let mf_net = MlpConfig::new(2).with_time_inputs(2).init(&device).expect("mlp");
+    let (a, b_times) = TimePairSampling::default().sample(batch, &mut r).expect("pairs");
+    let x_a = condot.point(x0.clone(), x1.clone(), &a).expect("point");
+    group.bench_function("meanflow_exact_jvp", |b| {
+        b.iter(|| {
+            let loss = meanflow_loss(&mf_net, x_a.clone(), x1.clone() - x0.clone(), &a, &b_times, &Condition::none(), AdaptiveWeight::default()).expect("loss");
+            loss.backward()
+        })
+    });
+    group.finish();
+}
+
+/// W3 of `../shared/bench/WORKLOADS.md`: one Adam step of the W1 MLP on fixed inputs
+/// (forward, MSE, backward, update) at three batch sizes, and the forward pass at 65,536.
+fn mlp_step(c: &mut Criterion) {
+    let plain = flowforge::default_device();
+    let device = plain.clone().autodiff();
+    let mut group = c.benchmark_group("w3_mlp_step");
+    group.sample_size(10);
+    for batch in [256, 4096, 65536] {
+        let mut r = rng(4);
+        let x = standard_normal([batch, 2], &mut r, &device);
+        let t = Tensor::<2>::random([batch, 1], burn::tensor::Distribution::Uniform(0.0, 1.0), &device);
+        let target = standard_normal([batch, 2], &mut r, &device);
+        let mut model = Some(MlpConfig::new(2).init(&device).expect("mlp"));
+        let mut optimizer = AdamConfig::new().init();
+        group.bench_with_input(BenchmarkId::new("train", batch), &batch, |b, _| {
+            b.iter(|| {
+                let m = model.take().expect("model");
+                let loss = (m.forward(x.clone(), &[t.clone()]).expect("forward") - target.clone()).square().mean();
+                let grads = GradientsParams::from_grads(loss.backward(), &m);
+                model = Some(optimizer.step(1e-3, m, grads));
+            })
+        });
+    }
+    let mlp = MlpConfig::new(2).init(&plain).expect("mlp");
+    let x = standard_normal([65536, 2], &mut rng(5), &plain);
+    let t = Tensor::<2>::full([65536, 1], 0.5, &plain);
+    group.bench_function("forward/65536", |b| b.iter(|| mlp.forward(x.clone(), &[t.clone()]).expect("forward").into_data()));
+    group.finish();
+}
+
+fn couplings(c: &mut Criterion) {
+    let device = flowforge::default_device();
+    let mut group = c.benchmark_group("ot_coupling");
+    group.sample_size(10);
+    for n in [256, 1024] {
+        let mut r = rng(1);
+        let x0 = standard_normal([n, 2], &mut r, &device);
+        let x1 = Toy2d::moons().sample_tensor(n, &mut r, &device).expect("moons");
+        let cost: Vec<f64> = squared_distances(&x0, &x1).try_into_vec_as::<f64>().expect("host cost");
+        group.bench_with_input(BenchmarkId::new("assignment", n), &n, |b, &n| b.iter(|| linear_sum_assignment(&cost, n).expect("assignment")));
+        group.bench_with_input(BenchmarkId::new("exact_ot_couple", n), &n, |b, _| b.iter(|| Coupling::ExactOt.couple(x0.clone(), x1.clone(), None, &mut rng(2)).expect("couple")));
+        group.bench_with_input(BenchmarkId::new("sinkhorn_sb_0.2", n), &n, |b, &n| b.iter(|| sinkhorn_plan(&cost, n, n, 0.08, 1000, 1e-6).expect("plan")));
+    }
+    group.finish();
+}
+
+fn image_networks(c: &mut Criterion) {
+    let device = flowforge::default_device();
+    let mut group = c.benchmark_group("image_network_forward");
+    group.sample_size(10);
+    let x = standard_normal([32, 1, 28, 28], &mut rng(3), &device);
+    let t = Tensor::<2>::full([32, 1], 0.5, &device);
+    let unet = UNetConfig::new(1).init(&device).expect("unet");
+    group.bench_function("unet_28x28_b32", |b| b.iter(|| unet.forward(x.clone(), &[t.clone()], &Condition::none()).expect("forward")));
+    let dit = DitConfig::new(1, 28).init(&device).expect("dit");
+    group.bench_function("dit_28x28_p4_b32", |b| b.iter(|| dit.forward(x.clone(), &[t.clone()], &Condition::none()).expect("forward")));
+    group.finish();
+}
+
+criterion_group!(benches, losses, mlp_step, couplings, image_networks);
+criterion_main!(benches);
