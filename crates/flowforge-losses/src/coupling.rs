@@ -195,10 +195,19 @@ pub fn sinkhorn_plan(cost: &[f64], n: usize, m: usize, reg: f64, iterations: usi
 
 /// Log-domain Sinkhorn on the host, for kernels that underflow.
 fn sinkhorn_log_host(cost: &[f64], n: usize, m: usize, reg: f64, iterations: usize) -> Vec<f64> {
+    // One-pass log-sum-exp (running maximum), so the n + m reductions per iteration allocate
+    // nothing.
     let lse = |values: &mut dyn Iterator<Item = f64>| -> f64 {
-        let values: Vec<f64> = values.collect();
-        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        max + values.iter().map(|v| (v - max).exp()).sum::<f64>().ln()
+        let (mut max, mut sum) = (f64::NEG_INFINITY, 0.0);
+        for v in values {
+            if v > max {
+                sum = sum * (max - v).exp() + 1.0;
+                max = v;
+            } else {
+                sum += (v - max).exp();
+            }
+        }
+        max + sum.ln()
     };
     let (log_a, log_b) = (-(n as f64).ln(), -(m as f64).ln());
     let (mut f, mut g) = (vec![0.0; n], vec![0.0; m]);

@@ -8,7 +8,8 @@
 //! their forward pass once and get `forward` and `forward_dual` from it.
 
 use burn::nn::conv::Conv2d;
-use burn::nn::{GroupNorm, Linear};
+use burn::nn::{GroupNorm, Linear, PaddingConfig2d};
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::Tensor;
 use burn::tensor::activation;
 use flowforge_core::jvp::Dual;
@@ -217,15 +218,25 @@ impl Jet<3> {
 }
 
 impl Jet<4> {
-    /// A 2-D convolution: `(conv(x) + b, conv(ẋ))` (the tangent reuses the layer's own padding
-    /// rules and removes the bias).
+    /// A 2-D convolution: `(conv(x) + b, conv(ẋ))`. The tangent is the same convolution
+    /// without the bias (explicit or no padding, as flowforge's networks use; any other padding
+    /// rule falls back to `conv(ẋ) + b − b`).
     pub fn through_conv(self, conv: &Conv2d) -> Self {
+        let padding = match conv.padding {
+            PaddingConfig2d::Explicit(top, left, bottom, right) => Some([(top, bottom), (left, right)]),
+            PaddingConfig2d::Valid => Some([(0, 0), (0, 0)]),
+            PaddingConfig2d::Same => None,
+        };
         let bias = conv.bias.as_ref().map(|b| b.val().reshape([1, b.dims()[0], 1, 1]));
         self.affine(
             |x| conv.forward(x),
-            |t| match bias {
-                Some(b) => conv.forward(t) - b,
-                None => conv.forward(t),
+            |t| match (padding, bias) {
+                (Some(padding), _) => {
+                    let options = ConvOptions::new_with_padding(conv.stride, padding, conv.dilation, conv.groups);
+                    burn::tensor::module::conv2d(t, conv.weight.val(), None, options)
+                }
+                (None, Some(b)) => conv.forward(t) - b,
+                (None, None) => conv.forward(t),
             },
         )
     }
