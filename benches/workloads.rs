@@ -6,8 +6,10 @@
 //! cargo bench --bench workloads                      # release profile
 //! cargo bench --profile dev --bench workloads        # dependencies optimised, no release build
 //! cargo bench --bench workloads -- --only cfm_moons  # one workload
+//! cargo bench --bench workloads -- --seed 1          # W1/W2 with every seed shifted by 1
 //! ```
 //!
+//! W0 `gemm_peak` (the backend's own 1,024³ and 2,048³ f32 GEMM, the peak W3 is held to),
 //! W1 `cfm_moons` and W2 `ddpm_moons` (3,000 Adam steps of the W1 MLP at batch 256, then
 //! Euler-100 / RK4-25, DDPM-1000 / DDIM-50 on 10,000 points, exact W2 and energy distance on
 //! 2,000 against fresh moons), W3 `mlp_step_micro` (median training step at batch 256, 4,096 and
@@ -30,6 +32,22 @@ use flowforge::{Condition, Noise, Velocity};
 use std::time::Instant;
 
 type Fields = Vec<(String, String)>;
+
+/// `--seed N` shifts every seed of W1/W2 (model initialisation, training noise, sampling noise)
+/// by N, for the quality-at-equal-budget average over seeds; 0 is the workload's own seeds.
+static SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn seed(base: u64) -> u64 {
+    base + SEED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Peak resident set size of this process so far (Linux `VmHWM`), MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
 
 fn field(fields: &mut Fields, name: &str, value: impl std::fmt::Display) {
     fields.push((name.to_owned(), value.to_string()));
@@ -63,12 +81,12 @@ fn quality(fields: &mut Fields, prefix: &str, points: &[[f64; 2]]) -> flowforge:
 fn train(fields: &mut Fields, device: &Device, mut loss: impl FnMut(&Mlp, &Tensor<2>, &mut rand::rngs::StdRng) -> flowforge::Result<Tensor<1>>) -> flowforge::Result<Mlp> {
     let (steps, batch) = (3000, 256);
     let train_device = device.clone().autodiff();
-    device.seed(0);
+    device.seed(seed(0));
     let mlp = MlpConfig::new(2).init(&train_device)?;
     field(fields, "n_params", mlp.num_params());
     // The workload's pool: make_moons(3000·256), step i uses rows [256 i, 256 i + 256).
     let pool = points_to_tensor(&Toy2d::make_moons(steps * batch, 0.05, &mut rng(42))?, &train_device);
-    let mut trainer = Trainer::new(TrainerConfig::new(steps).with_learning_rate(1e-3).with_seed(1).with_progress(false), mlp)?;
+    let mut trainer = Trainer::new(TrainerConfig::new(steps).with_learning_rate(1e-3).with_seed(seed(1)).with_progress(false), mlp)?;
     let mut step_times = Vec::with_capacity(steps);
     let start = Instant::now();
     let mut last = Instant::now();
@@ -90,6 +108,9 @@ fn train(fields: &mut Fields, device: &Device, mut loss: impl FnMut(&Mlp, &Tenso
     field(fields, "loss_first100_mean", format!("{:.6}", mean(&report.losses[..100])));
     field(fields, "loss_mid100_mean", format!("{:.6}", mean(&report.losses[1450..1550])));
     field(fields, "loss_last100_mean", format!("{:.6}", mean(&report.losses[steps - 100..])));
+    if let Some(rss) = peak_rss_mib() {
+        field(fields, "peak_rss_train_mib", format!("{rss:.1}"));
+    }
     let (online, _) = trainer.into_parts();
     Ok(online.valid())
 }
@@ -106,7 +127,7 @@ fn cfm_moons(device: &Device) -> flowforge::Result<Fields> {
     })?;
     let velocity = predicting::<Velocity, _>(&net);
     let field_model = PathModel::new(&velocity, &path);
-    let x0 = standard_normal([10_000, 2], &mut rng(7), device);
+    let x0 = standard_normal([10_000, 2], &mut rng(seed(7)), device);
     for (name, steps, rk4) in [("euler100", 100, false), ("rk4_25", 25, true)] {
         let start = Instant::now();
         let solution = if rk4 {
@@ -137,11 +158,11 @@ fn ddpm_moons(device: &Device) -> flowforge::Result<Fields> {
     })?;
     let eps = predicting::<Noise, _>(&net);
     let field_model = PathModel::new(&eps, &path);
-    let x0 = standard_normal([10_000, 2], &mut rng(7), device);
+    let x0 = standard_normal([10_000, 2], &mut rng(seed(7)), device);
     let axis = schedule.timesteps();
     let start = Instant::now();
     let grid = TimeGrid::ddim(DdimSpacing::Leading { steps_offset: 0 }, 1000, axis, true)?;
-    let ancestral = solve(&field_model, &Ddpm::default(), x0.clone(), &grid, &mut SeededNoise::new(8), SolveOptions::default())?;
+    let ancestral = solve(&field_model, &Ddpm::default(), x0.clone(), &grid, &mut SeededNoise::new(seed(8)), SolveOptions::default())?;
     let points = tensor_to_points(ancestral.x);
     field(&mut fields, "ddpm1000_s", format!("{:.4}", start.elapsed().as_secs_f64()));
     quality(&mut fields, "ddpm1000", &points)?;
@@ -162,6 +183,31 @@ fn floor(fields: &mut Fields) -> flowforge::Result<()> {
     field(fields, "floor_w2", format!("{:.6}", wasserstein2(&a, &b)?));
     field(fields, "floor_energy", format!("{:.6}", energy_distance(&a, &b)?));
     Ok(())
+}
+
+/// W0: the backend's own GEMM, `C = A·B` in f32 at N = 1,024 (median of 20 after 10 warm-up)
+/// and 2,048 (median of 10 after 3): the practical peak the MLP workloads are measured against.
+fn gemm_peak(device: &Device) -> flowforge::Result<Fields> {
+    let mut fields = Fields::new();
+    for (n, warm, reps) in [(1024usize, 10, 20), (2048, 3, 10)] {
+        let a = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), device);
+        let b = Tensor::<2>::random([n, n], Distribution::Normal(0.0, 1.0), device);
+        let mut times = Vec::new();
+        for i in 0..warm + reps {
+            let start = Instant::now();
+            let c = a.clone().matmul(b.clone());
+            // Force the product (eager on CPU backends, a sync on GPUs) without a full read-back.
+            let _ = c.slice([0..1, 0..1]).into_scalar::<f64>();
+            if i >= warm {
+                times.push(start.elapsed().as_secs_f64());
+            }
+        }
+        let seconds = median(times);
+        let suffix = if n == 1024 { String::new() } else { format!("_{n}") };
+        field(&mut fields, &format!("flowforge{suffix}_ms"), format!("{:.4}", seconds * 1e3));
+        field(&mut fields, &format!("flowforge{suffix}_gflops"), format!("{:.2}", 2.0 * (n as f64).powi(3) / seconds / 1e9));
+    }
+    Ok(fields)
 }
 
 fn mlp_step_micro(device: &Device) -> flowforge::Result<Fields> {
@@ -278,9 +324,18 @@ fn unet_digits_step(device: &Device) -> flowforge::Result<Fields> {
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+    if let Some(value) = args.iter().position(|a| a == "--seed").and_then(|i| args.get(i + 1)) {
+        match value.parse() {
+            Ok(n) => SEED.store(n, std::sync::atomic::Ordering::Relaxed),
+            Err(_) => {
+                eprintln!("--seed: expected a non-negative integer, got {value}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    }
     let device = flowforge::default_device();
-    let workloads: [(&str, fn(&Device) -> flowforge::Result<Fields>); 4] =
-        [("cfm_moons", cfm_moons), ("ddpm_moons", ddpm_moons), ("mlp_step_micro", mlp_step_micro), ("unet_digits_step", unet_digits_step)];
+    let workloads: [(&str, fn(&Device) -> flowforge::Result<Fields>); 5] =
+        [("gemm_peak", gemm_peak), ("cfm_moons", cfm_moons), ("ddpm_moons", ddpm_moons), ("mlp_step_micro", mlp_step_micro), ("unet_digits_step", unet_digits_step)];
     for (name, run) in workloads {
         if only.as_deref().is_some_and(|o| o != name) {
             continue;

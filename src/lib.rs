@@ -50,6 +50,7 @@ pub mod cli;
 pub use flowforge_core as core;
 pub use flowforge_data as data;
 pub use flowforge_guidance as guidance;
+pub use flowforge_kernels as kernels;
 pub use flowforge_losses as losses;
 pub use flowforge_metrics as metrics;
 pub use flowforge_nets as nets;
