@@ -7,6 +7,7 @@
 //! cargo bench --profile dev --bench workloads        # dependencies optimised, no release build
 //! cargo bench --bench workloads -- --only cfm_moons  # one workload
 //! cargo bench --bench workloads -- --seed 1          # W1/W2 with every seed shifted by 1
+//! cargo bench --bench workloads -- --system-allocator  # without flowforge::allocator::retain_freed_memory
 //! ```
 //!
 //! W0 `gemm_peak` (the backend's own 1,024³ and 2,048³ f32 GEMM, the peak W3 is held to),
@@ -333,6 +334,9 @@ fn main() -> std::process::ExitCode {
             }
         }
     }
+    // `--system-allocator` keeps glibc's defaults (large buffers mmapped and unmapped per op).
+    let retained = !args.iter().any(|a| a == "--system-allocator") && flowforge::allocator::retain_freed_memory();
+    eprintln!("allocator: freed memory {}", if retained { "retained for reuse (flowforge::allocator)" } else { "returned (glibc defaults)" });
     let device = flowforge::default_device();
     let workloads: [(&str, fn(&Device) -> flowforge::Result<Fields>); 5] =
         [("gemm_peak", gemm_peak), ("cfm_moons", cfm_moons), ("ddpm_moons", ddpm_moons), ("mlp_step_micro", mlp_step_micro), ("unet_digits_step", unet_digits_step)];

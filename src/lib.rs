@@ -46,6 +46,7 @@
 
 pub use burn;
 
+pub mod allocator;
 pub mod cli;
 pub use flowforge_core as core;
 pub use flowforge_data as data;
