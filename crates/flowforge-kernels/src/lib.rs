@@ -12,9 +12,8 @@
 //!   transposes in place through strides (no transpose copies).
 //!
 //! It is a burn 0.22 *backend extension* ([`flex::FusedLinearBackend`]) implemented for `Flex`
-//! and for `Autodiff<B>` (the backward above). On every other device, other dtypes, without a
-//! bias, and when
-//! the `flex` feature is off, [`linear`] runs the same maths with plain burn ops
+//! and for `Autodiff<B>` (the backward above). On every other device, for other dtypes, without
+//! a bias, and when the `flex` feature is off, [`linear`] runs the same maths with plain burn ops
 //! ([`linear_reference`]), so callers write one code path.
 #![warn(missing_docs)]
 
