@@ -66,9 +66,10 @@ pub(crate) fn is_flex(device: &Device) -> bool {
     device.clone().inner() == Device::flex()
 }
 
-/// The fused path applies to f32 tensors on burn-flex.
+/// The fused path applies to f32 tensors that all live on burn-flex (mixed devices take the
+/// plain path, which reports them as burn does).
 pub(crate) fn applies(x: &Tensor<2>, weight: &Tensor<2>, bias: &Tensor<1>) -> bool {
-    is_flex(&x.device()) && [x.dtype(), weight.dtype(), bias.dtype()].iter().all(|d| *d == DType::F32)
+    [x.device(), weight.device(), bias.device()].iter().all(is_flex) && [x.dtype(), weight.dtype(), bias.dtype()].iter().all(|d| *d == DType::F32)
 }
 
 pub(crate) fn linear(x: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>, activation: FusedActivation) -> Tensor<2> {
