@@ -2,6 +2,7 @@
 //! (GEMMs by the `gemm` crate, the library burn-flex itself calls), and a hand-written backward
 //! for `Autodiff<B>`.
 
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -31,6 +32,19 @@ pub trait FusedLinearBackend: Backend {
         (Self::float_mul(z.clone(), Self::sigmoid(z.clone())), z)
     }
 
+    /// `silu(x) = x·σ(x)` element-wise, any shape.
+    fn fused_silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_mul(x.clone(), Self::sigmoid(x))
+    }
+
+    /// `∂x = grad·σ(x)(1 + x(1 − σ(x)))`, the gradient of [`FusedLinearBackend::fused_silu`].
+    fn fused_silu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        let s = Self::sigmoid(x.clone());
+        let one_minus_s = Self::float_add_scalar(Self::float_neg(s.clone()), 1.0.into());
+        let d = Self::float_add_scalar(Self::float_mul(x, one_minus_s), 1.0.into());
+        Self::float_mul(grad, Self::float_mul(s, d))
+    }
+
     /// `(∂x, ∂W, ∂b)` from the output gradient `grad`; `pre` is `z` (read only when `silu`).
     fn fused_linear_backward(
         x: FloatTensor<Self>,
@@ -40,15 +54,7 @@ pub trait FusedLinearBackend: Backend {
         silu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let n = weight.shape()[1];
-        let grad_pre = if silu {
-            // silu'(z) = σ(z)(1 + z(1 − σ(z)))
-            let s = Self::sigmoid(pre.clone());
-            let one_minus_s = Self::float_add_scalar(Self::float_neg(s.clone()), 1.0.into());
-            let d = Self::float_add_scalar(Self::float_mul(pre, one_minus_s), 1.0.into());
-            Self::float_mul(grad, Self::float_mul(s, d))
-        } else {
-            grad
-        };
+        let grad_pre = if silu { Self::fused_silu_backward(pre, grad) } else { grad };
         let grad_bias = Self::float_reshape(Self::float_sum_dim(grad_pre.clone(), 0), Shape::new([n]));
         let grad_weight = Self::float_matmul(Self::float_transpose(x), grad_pre.clone());
         let grad_x = Self::float_matmul(grad_pre, Self::float_transpose(weight));
@@ -72,14 +78,13 @@ pub(crate) fn applies(x: &Tensor<2>, weight: &Tensor<2>, bias: &Tensor<1>) -> bo
     [x.device(), weight.device(), bias.device()].iter().all(is_flex) && [x.dtype(), weight.dtype(), bias.dtype()].iter().all(|d| *d == DType::F32)
 }
 
+pub(crate) fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<burn::backend::Dispatch as FusedLinearBackend>::fused_silu(x.into_dispatch()))
+}
+
 pub(crate) fn linear(x: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>, activation: FusedActivation) -> Tensor<2> {
     let silu = activation == FusedActivation::Silu;
-    Tensor::from_dispatch(<burn::backend::Dispatch as FusedLinearBackend>::fused_linear(
-        x.into_dispatch(),
-        weight.into_dispatch(),
-        bias.into_dispatch(),
-        silu,
-    ))
+    Tensor::from_dispatch(<burn::backend::Dispatch as FusedLinearBackend>::fused_linear(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), silu))
 }
 
 impl FusedLinearBackend for Flex {
@@ -97,6 +102,23 @@ impl FusedLinearBackend for Flex {
         let z = kernels::affine(&f32_data(&x), &f32_data(&weight), &f32_data(&bias), m, k, n);
         let y = kernels::silu(&z);
         (from_vec(y, m, n), from_vec(z, m, n))
+    }
+
+    fn fused_silu(x: FlexTensor) -> FlexTensor {
+        let shape = x.layout().shape().clone();
+        FlexTensor::from_data(TensorData::new(kernels::silu(&f32_data(&x)), shape))
+    }
+
+    fn fused_silu_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        let shape = x.layout().shape().clone();
+        let mut grad = grad;
+        if let Some(g) = unique_dense_f32(&mut grad) {
+            kernels::silu_backward_in_place(g, &f32_data(&x));
+            return grad;
+        }
+        let mut g = f32_data(&grad).into_owned();
+        kernels::silu_backward_in_place(&mut g, &f32_data(&x));
+        FlexTensor::from_data(TensorData::new(g, shape))
     }
 
     fn fused_linear_backward(x: FlexTensor, weight: FlexTensor, pre: FlexTensor, grad: FlexTensor, silu: bool) -> (FlexTensor, FlexTensor, FlexTensor) {
@@ -124,13 +146,22 @@ impl FusedLinearBackend for Flex {
     }
 }
 
+/// Register each parent's gradient (parents that need none are `None`).
+pub(crate) fn register_gradients<B: Backend, const N: usize>(grads: &mut Gradients, parents: [Option<NodeId>; N], values: [FloatTensor<B>; N]) {
+    for (node, value) in parents.into_iter().zip(values) {
+        if let Some(node) = node {
+            grads.register::<B>(node, value);
+        }
+    }
+}
+
 fn dims(x: &FlexTensor, weight: &FlexTensor) -> (usize, usize, usize) {
     let (xs, ws) = (x.layout().shape(), weight.layout().shape());
     (xs[0], xs[1], ws[1])
 }
 
 /// The tensor's elements in row-major order: borrowed when contiguous, copied otherwise.
-fn f32_data(t: &FlexTensor) -> Cow<'_, [f32]> {
+pub(crate) fn f32_data(t: &FlexTensor) -> Cow<'_, [f32]> {
     match t.layout().contiguous_offsets() {
         Some((start, end)) => Cow::Borrowed(&t.storage::<f32>()[start..end]),
         None => Cow::Owned(t.clone().into_data().try_to_vec::<f32>().expect("an f32 tensor (checked by `applies`)")),
@@ -138,7 +169,7 @@ fn f32_data(t: &FlexTensor) -> Cow<'_, [f32]> {
 }
 
 /// The tensor's whole buffer, mutable, when it is contiguous from offset 0 and not shared.
-fn unique_dense_f32(t: &mut FlexTensor) -> Option<&mut [f32]> {
+pub(crate) fn unique_dense_f32(t: &mut FlexTensor) -> Option<&mut [f32]> {
     let n = t.layout().num_elements();
     if t.layout().contiguous_offsets() != Some((0, n)) {
         return None;
@@ -151,6 +182,30 @@ fn from_vec(values: Vec<f32>, rows: usize, cols: usize) -> FlexTensor {
 }
 
 impl<B: FusedLinearBackend, C: CheckpointStrategy> FusedLinearBackend for Autodiff<B, C> {
+    fn fused_silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        /// Backward of `silu(x)`; the state is `x`.
+        #[derive(Debug)]
+        struct FusedSiluGrad;
+
+        impl<B: FusedLinearBackend> Backward<B, 1> for FusedSiluGrad {
+            type State = FloatTensor<B>;
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let grad = grads.consume::<B>(&ops.node);
+                if let [Some(node)] = ops.parents {
+                    grads.register::<B>(node.id, B::fused_silu_backward(ops.state, grad));
+                }
+            }
+        }
+
+        let node = x.node();
+        let x = x.into_primitive();
+        match FusedSiluGrad.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(x.clone(), B::fused_silu(x)),
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_silu(x)),
+        }
+    }
+
     fn fused_linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, silu: bool) -> FloatTensor<Self> {
         /// Backward of `act(x·W + b)`; the state is `(x, W, z)` (z only for SiLU) and the flag.
         #[derive(Debug)]
@@ -165,12 +220,7 @@ impl<B: FusedLinearBackend, C: CheckpointStrategy> FusedLinearBackend for Autodi
                 let silu = pre.is_some();
                 let pre = pre.unwrap_or_else(|| grad.clone());
                 let (grad_x, grad_weight, grad_bias) = B::fused_linear_backward(x, weight, pre, grad, silu);
-                let [node_x, node_weight, node_bias] = ops.parents;
-                for (node, value) in [(node_x, grad_x), (node_weight, grad_weight), (node_bias, grad_bias)] {
-                    if let Some(node) = node {
-                        grads.register::<B>(node.id, value);
-                    }
-                }
+                register_gradients::<B, 3>(grads, ops.parents.map(|p| p.map(|n| n.id)), [grad_x, grad_weight, grad_bias]);
             }
         }
 
@@ -192,7 +242,7 @@ impl<B: FusedLinearBackend, C: CheckpointStrategy> FusedLinearBackend for Autodi
 }
 
 /// The host kernels on row-major f32 buffers.
-mod kernels {
+pub(crate) mod kernels {
     use super::*;
 
     /// Below this many multiply-adds a GEMM runs on one thread (burn-flex's own threshold).
@@ -204,9 +254,33 @@ mod kernels {
         if m.saturating_mul(n).saturating_mul(k) >= GEMM_PARALLEL { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None }
     }
 
-    /// `dst = α·dst + β·lhs·rhs` (`read_dst`: α = 1) for row-major or strided operands.
+    /// `dst = α·dst + β·lhs·rhs` (`read_dst`: α = 1) for row-major or strided operands, threaded
+    /// when the product is large.
+    fn gemm_into(
+        dst: &mut [f32],
+        read_dst: bool,
+        shape: (usize, usize, usize),
+        lhs: &[f32],
+        lhs_strides: (usize, usize),
+        rhs: &[f32],
+        rhs_strides: (usize, usize),
+    ) {
+        let (m, n, k) = shape;
+        gemm_into_with(parallelism(m, n, k), dst, read_dst, shape, lhs, lhs_strides, rhs, rhs_strides)
+    }
+
+    /// [`gemm_into`] with the threading chosen by the caller (`None` inside a parallel loop).
     #[allow(clippy::too_many_arguments)]
-    fn gemm_into(dst: &mut [f32], read_dst: bool, (m, n, k): (usize, usize, usize), lhs: &[f32], (lhs_rs, lhs_cs): (usize, usize), rhs: &[f32], (rhs_rs, rhs_cs): (usize, usize)) {
+    pub(crate) fn gemm_into_with(
+        parallelism: gemm::Parallelism,
+        dst: &mut [f32],
+        read_dst: bool,
+        (m, n, k): (usize, usize, usize),
+        lhs: &[f32],
+        (lhs_rs, lhs_cs): (usize, usize),
+        rhs: &[f32],
+        (rhs_rs, rhs_cs): (usize, usize),
+    ) {
         assert!(dst.len() >= m * n && (m == 0 || k == 0 || (lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs)));
         assert!(n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
         // SAFETY: the asserts above keep every index gemm reads or writes inside the slices;
@@ -231,7 +305,7 @@ mod kernels {
                 false,
                 false,
                 false,
-                parallelism(m, n, k),
+                parallelism,
             );
         }
     }
@@ -276,7 +350,7 @@ mod kernels {
 
 /// Element-wise loops written so LLVM vectorises them; on x86-64 they are compiled a second
 /// time with AVX2 + FMA and chosen at run time (the crate itself targets baseline x86-64).
-mod simd {
+pub(crate) mod simd {
     /// `eˣ` for f32 (Cephes `expf`: `2ⁿ·p(r)` with `x = n ln 2 + r`, |r| ≤ ln2/2; relative
     /// error ≈ 1e-7), branch-free so it vectorises. Inputs are clamped to [−87.3, 88.7].
     #[inline(always)]
@@ -354,7 +428,7 @@ mod simd {
     }
 
     /// `z ← z·σ(z)`.
-    pub(super) fn silu(z: &mut [f32]) {
+    pub(crate) fn silu(z: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
             // SAFETY: the CPU has AVX2 and FMA (checked at run time).
@@ -374,7 +448,7 @@ mod simd {
     }
 
     /// `grad ← grad·σ(z)(1 + z(1 − σ(z)))`.
-    pub(super) fn silu_backward(grad: &mut [f32], z: &[f32]) {
+    pub(crate) fn silu_backward(grad: &mut [f32], z: &[f32]) {
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
             // SAFETY: as in `silu`.

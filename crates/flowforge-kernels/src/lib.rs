@@ -22,6 +22,10 @@ use flowforge_core::{Error, Result};
 
 #[cfg(feature = "flex")]
 pub mod flex;
+#[cfg(feature = "flex")]
+pub mod flex_conv;
+#[cfg(feature = "flex")]
+pub mod flex_norm;
 
 /// The nonlinearity applied after the affine map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +79,156 @@ pub fn linear_reference(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>
     }
 }
 
+/// `SiLU(x) = x·σ(x)` element-wise (Elfwing et al. 2018), fused on burn-flex (one pass with a
+/// vectorised `exp`, and a one-pass backward), burn's `silu` elsewhere.
+///
+/// # Shapes
+/// Any; the output has the input's shape.
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if flex::is_flex(&x.device()) && x.dtype() == burn::tensor::DType::F32 {
+        return flex::silu(x);
+    }
+    activation::silu(x)
+}
+
+/// Group normalisation (Wu & He, *Group Normalization*, ECCV 2018) with its affine map and an
+/// optional SiLU: `act(x̂ γ + β)`, `x̂` normalised over each group of `C/G` channels and all
+/// positions, `x̂ = (x − μ)/√(σ² + ε)` with the biased variance (as burn's and PyTorch's
+/// `GroupNorm`). One pass forward and two backward on burn-flex ([`flex_norm`]), plain burn
+/// ops elsewhere ([`group_norm_reference`]). `γ`, `β` default to 1 and 0.
+///
+/// # Shapes
+/// `x`: `[B, C, …]`, `gamma`, `beta`: `[C]` → the shape of `x`.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] when `groups` is 0 or does not divide `C`, or `epsilon` is not
+/// positive; [`Error::ShapeMismatch`] for a `gamma` or `beta` that is not `[C]`.
+pub fn group_norm<const D: usize>(
+    x: Tensor<D>,
+    groups: usize,
+    gamma: Option<Tensor<1>>,
+    beta: Option<Tensor<1>>,
+    epsilon: f64,
+    activation: FusedActivation,
+) -> Result<Tensor<D>> {
+    let dims = x.dims();
+    let channels = if D >= 2 { dims[1] } else { 0 };
+    if D < 2 {
+        return Err(Error::ShapeMismatch { what: "group_norm input [B, C, …]", expected: vec![0, 0], actual: dims.to_vec() });
+    }
+    if groups == 0 || channels % groups != 0 {
+        return Err(Error::invalid("group_norm groups", groups as f64, "a positive divisor of the channels"));
+    }
+    if !(epsilon > 0.0 && epsilon.is_finite()) {
+        return Err(Error::invalid("group_norm epsilon", epsilon, "positive and finite"));
+    }
+    for (what, p) in [("group_norm gamma", &gamma), ("group_norm beta", &beta)] {
+        if let Some(p) = p.as_ref().filter(|p| p.dims() != [channels]) {
+            return Err(Error::ShapeMismatch { what, expected: vec![channels], actual: p.dims().to_vec() });
+        }
+    }
+    #[cfg(feature = "flex")]
+    {
+        let device = x.device();
+        let gamma = gamma.clone().unwrap_or_else(|| Tensor::ones([channels], &device));
+        let beta = beta.clone().unwrap_or_else(|| Tensor::zeros([channels], &device));
+        if flex_norm::applies(&x, &gamma, &beta) {
+            return Ok(flex_norm::group_norm(x, gamma, beta, groups, epsilon, activation == FusedActivation::Silu));
+        }
+    }
+    Ok(group_norm_reference(x, groups, gamma, beta, epsilon, activation))
+}
+
+/// [`group_norm`] with plain burn ops (any backend): the definition the kernels must match.
+///
+/// # Shapes
+/// As [`group_norm`].
+///
+/// # Panics
+/// On inconsistent shapes ([`group_norm`] checks them first).
+pub fn group_norm_reference<const D: usize>(
+    x: Tensor<D>,
+    groups: usize,
+    gamma: Option<Tensor<1>>,
+    beta: Option<Tensor<1>>,
+    epsilon: f64,
+    activation: FusedActivation,
+) -> Tensor<D> {
+    let dims = x.dims();
+    let (batch, channels) = (dims[0], dims[1]);
+    let spatial = dims.iter().product::<usize>() / (batch * channels).max(1);
+    let grouped: Tensor<3> = x.reshape([batch, groups, channels / groups * spatial]);
+    let mean = grouped.clone().mean_dim(2);
+    let centred = grouped - mean;
+    let variance = centred.clone().square().mean_dim(2);
+    let mut z: Tensor<3> = (centred / variance.add_scalar(epsilon).sqrt()).reshape([batch, channels, spatial]);
+    if let Some(g) = gamma {
+        z = z * g.reshape([1, channels, 1]);
+    }
+    if let Some(b) = beta {
+        z = z + b.reshape([1, channels, 1]);
+    }
+    let z = match activation {
+        FusedActivation::Identity => z,
+        FusedActivation::Silu => activation::silu(z),
+    };
+    z.reshape(dims)
+}
+
+/// A 2-D convolution `conv(x, W) + b` with strides and symmetric zero padding (dilation 1, one
+/// group), by im2col + GEMM in both directions where a kernel exists ([`flex_conv`] on
+/// burn-flex), burn's own `conv2d` elsewhere.
+///
+/// # Shapes
+/// `x`: `[B, C, H, W]`, `weight`: `[C_out, C, kh, kw]`, `bias`: `[C_out]` →
+/// `[B, C_out, (H + 2p₀ − kh)/s₀ + 1, (W + 2p₁ − kw)/s₁ + 1]`.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] when the channels or the bias disagree with the weight;
+/// [`Error::InvalidParameter`] for a zero stride or a kernel larger than the padded input.
+pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, stride: [usize; 2], padding: [usize; 2]) -> Result<Tensor<4>> {
+    let [batch, channels, height, width] = x.dims();
+    let [out_channels, weight_channels, kh, kw] = weight.dims();
+    if channels != weight_channels {
+        return Err(Error::ShapeMismatch {
+            what: "conv2d input channels vs weight",
+            expected: vec![batch, weight_channels, height, width],
+            actual: vec![batch, channels, height, width],
+        });
+    }
+    if let Some(b) = bias.as_ref().filter(|b| b.dims() != [out_channels]) {
+        return Err(Error::ShapeMismatch { what: "conv2d bias", expected: vec![out_channels], actual: b.dims().to_vec() });
+    }
+    if let Some(&s) = stride.iter().find(|&&s| s == 0) {
+        return Err(Error::invalid("conv2d stride", s as f64, "positive"));
+    }
+    for (size, k, p) in [(height, kh, padding[0]), (width, kw, padding[1])] {
+        if k == 0 || k > size + 2 * p {
+            return Err(Error::invalid("conv2d kernel size", k as f64, "between 1 and the padded input size"));
+        }
+    }
+    #[cfg(feature = "flex")]
+    {
+        let b = bias.clone().unwrap_or_else(|| Tensor::zeros([out_channels], &weight.device()));
+        if flex_conv::applies(&x, &weight, &b) {
+            return Ok(flex_conv::conv2d(x, weight, b, stride, padding));
+        }
+    }
+    Ok(conv2d_reference(x, weight, bias, stride, padding))
+}
+
+/// [`conv2d`] with burn's own `conv2d` (any backend): the definition the kernels must match.
+///
+/// # Shapes
+/// As [`conv2d`].
+///
+/// # Panics
+/// On inconsistent shapes, as burn does ([`conv2d`] checks them first).
+pub fn conv2d_reference(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, stride: [usize; 2], padding: [usize; 2]) -> Tensor<4> {
+    burn::tensor::module::conv2d(x, weight, bias, burn::tensor::ops::ConvOptions::new(stride, padding, [1, 1], 1))
+}
+
 /// Whether [`linear`] runs the fused kernel for tensors on `device` (f32 on burn-flex with the
 /// `flex` feature), for reports and benchmarks.
 pub fn fused_on(device: &burn::tensor::Device) -> bool {
@@ -110,7 +264,9 @@ mod tests {
         let x = Tensor::<2>::zeros([4, 3], &d);
         let w = Tensor::<2>::zeros([2, 5], &d);
         match linear(x.clone(), w, None, FusedActivation::Silu) {
-            Err(Error::ShapeMismatch { what, .. }) => assert_eq!(what, "linear input vs weight rows"),
+            Err(Error::ShapeMismatch { what, .. }) => {
+                assert_eq!(what, "linear input vs weight rows")
+            }
             other => panic!("expected a shape error, got {other:?}"),
         }
         let w = Tensor::<2>::zeros([3, 5], &d);
@@ -150,10 +306,9 @@ mod tests {
                 assert!(max_abs_diff(fused.clone(), plain.clone()) < 2e-6 * scale, "forward {batch}×{input}×{output} {act:?}");
                 let g_fused = (fused * probe.clone()).sum().backward();
                 let g_plain = (plain * probe).sum().backward();
-                for (name, a, b2) in [
-                    ("dx", x.grad(&g_fused).unwrap(), x.grad(&g_plain).unwrap()),
-                    ("dw", w.grad(&g_fused).unwrap(), w.grad(&g_plain).unwrap()),
-                ] {
+                for (name, a, b2) in
+                    [("dx", x.grad(&g_fused).unwrap(), x.grad(&g_plain).unwrap()), ("dw", w.grad(&g_fused).unwrap(), w.grad(&g_plain).unwrap())]
+                {
                     let scale = 1.0 + b2.clone().abs().max().into_scalar::<f64>();
                     assert!(max_abs_diff(a, b2) < 1e-5 * scale, "{name} {batch}×{input}×{output} {act:?}");
                 }
@@ -162,6 +317,127 @@ mod tests {
                 assert!(max_abs_diff(db_f.unsqueeze_dim(0), db_p.unsqueeze_dim(0)) < 1e-5 * scale, "db {act:?}");
             }
         }
+    }
+
+    #[test]
+    fn silu_and_its_gradient_match_burn() {
+        let d = device().autodiff();
+        let x = Tensor::<3>::random([3, 40, 70], Distribution::Normal(0.0, 4.0), &d).require_grad();
+        let probe = Tensor::<3>::random([3, 40, 70], Distribution::Normal(0.0, 1.0), &d);
+        let (fused, plain) = (silu(x.clone()), activation::silu(x.clone()));
+        let flat = |t: Tensor<3>| t.reshape([120, 70]);
+        assert!(max_abs_diff(flat(fused.clone()), flat(plain.clone())) < 1e-5);
+        let (g_fused, g_plain) = ((fused * probe.clone()).sum().backward(), (plain * probe).sum().backward());
+        assert!(max_abs_diff(flat(x.grad(&g_fused).unwrap()), flat(x.grad(&g_plain).unwrap())) < 1e-5);
+    }
+
+    /// Values and gradients of [`group_norm`] (with and without SiLU) against plain burn ops,
+    /// and against burn-nn's `GroupNorm`.
+    #[test]
+    fn group_norm_forward_and_backward_match_burn() {
+        let d = device().autodiff();
+        for (batch, channels, h, w, groups) in [(3usize, 8usize, 5usize, 4usize, 2usize), (4, 32, 16, 16, 8), (2, 6, 1, 1, 3)] {
+            for act in [FusedActivation::Identity, FusedActivation::Silu] {
+                d.seed(5);
+                let x = Tensor::<4>::random([batch, channels, h, w], Distribution::Normal(1.5, 2.0), &d).require_grad();
+                let gamma = Tensor::<1>::random([channels], Distribution::Normal(1.0, 0.5), &d).require_grad();
+                let beta = Tensor::<1>::random([channels], Distribution::Normal(0.0, 0.5), &d).require_grad();
+                let fused = group_norm(x.clone(), groups, Some(gamma.clone()), Some(beta.clone()), 1e-5, act).unwrap();
+                let plain = group_norm_reference(x.clone(), groups, Some(gamma.clone()), Some(beta.clone()), 1e-5, act);
+                let case = format!("{batch}×{channels}×{h}×{w} G{groups} {act:?}");
+                assert!(max_abs_diff4(fused.clone(), plain.clone()) < 1e-5, "forward {case}");
+                let probe = Tensor::<4>::random([batch, channels, h, w], Distribution::Normal(0.0, 1.0), &d);
+                let g_fused = (fused * probe.clone()).sum().backward();
+                let g_plain = (plain * probe).sum().backward();
+                assert!(max_abs_diff4(x.grad(&g_fused).unwrap(), x.grad(&g_plain).unwrap()) < 1e-4, "dx {case}");
+                for (name, p) in [("dgamma", &gamma), ("dbeta", &beta)] {
+                    let (a, b) = (p.grad(&g_fused).unwrap(), p.grad(&g_plain).unwrap());
+                    assert!(max_abs_diff(a.unsqueeze_dim(0), b.unsqueeze_dim(0)) < 1e-3, "{name} {case}");
+                }
+            }
+        }
+        // burn-nn's layer (affine, ε = 1e-5) gives the same values.
+        let plain = device();
+        let norm = burn::nn::GroupNormConfig::new(4, 8).init(&plain);
+        let x = Tensor::<4>::random([2, 8, 3, 3], Distribution::Normal(0.0, 3.0), &plain);
+        let ours =
+            group_norm(x.clone(), 4, Some(norm.gamma.clone().unwrap().val()), Some(norm.beta.clone().unwrap().val()), norm.epsilon, FusedActivation::Identity)
+                .unwrap();
+        assert!(max_abs_diff4(ours, norm.forward(x)) < 1e-5);
+        // Hand values: one group [1, 2, 3, 4] → (x − 2.5)/√(1.25 + ε).
+        let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 4]), &plain);
+        let y = group_norm(x, 1, None, None, 1e-5, FusedActivation::Identity).unwrap().into_data().try_to_vec::<f32>().unwrap();
+        let s = (1.25f64 + 1e-5).sqrt();
+        for (got, want) in y.iter().zip([-1.5 / s, -0.5 / s, 0.5 / s, 1.5 / s]) {
+            assert!((f64::from(*got) - want).abs() < 1e-6, "{y:?}");
+        }
+        assert!(matches!(group_norm(Tensor::<2>::zeros([1, 6], &plain), 4, None, None, 1e-5, FusedActivation::Identity), Err(Error::InvalidParameter { .. })));
+        assert!(matches!(
+            group_norm(Tensor::<2>::zeros([1, 6], &plain), 3, Some(Tensor::ones([5], &plain)), None, 1e-5, FusedActivation::Identity),
+            Err(Error::ShapeMismatch { .. })
+        ));
+    }
+
+    fn max_abs_diff4(a: Tensor<4>, b: Tensor<4>) -> f64 {
+        let [n, c, h, w] = a.dims();
+        max_abs_diff(a.reshape([n * c, h * w]), b.reshape([n * c, h * w]))
+    }
+
+    /// Values and the three gradients of [`conv2d`] against burn's `conv2d`, over strides,
+    /// paddings, kernel shapes, odd sizes and batches that do not split evenly into groups.
+    #[test]
+    fn conv2d_forward_and_backward_match_burn() {
+        let d = device().autodiff();
+        // (batch, c_in, c_out, h, w, kernel, stride, padding)
+        let cases: [(usize, usize, usize, usize, usize, [usize; 2], [usize; 2], [usize; 2]); 6] = [
+            (5, 3, 4, 16, 16, [3, 3], [1, 1], [1, 1]),
+            (3, 4, 6, 8, 8, [3, 3], [2, 2], [1, 1]),
+            (7, 6, 5, 4, 4, [1, 1], [1, 1], [0, 0]),
+            (2, 2, 3, 7, 5, [2, 3], [1, 2], [1, 0]),
+            (1, 1, 2, 5, 6, [3, 3], [1, 1], [2, 2]),
+            (33, 8, 8, 4, 4, [3, 3], [1, 1], [1, 1]),
+        ];
+        for (batch, cin, cout, h, w, kernel, stride, padding) in cases {
+            d.seed(3);
+            let x = Tensor::<4>::random([batch, cin, h, w], Distribution::Normal(0.0, 1.0), &d).require_grad();
+            let wt = Tensor::<4>::random([cout, cin, kernel[0], kernel[1]], Distribution::Normal(0.0, 0.5), &d).require_grad();
+            let b = Tensor::<1>::random([cout], Distribution::Normal(0.0, 1.0), &d).require_grad();
+            let fused = conv2d(x.clone(), wt.clone(), Some(b.clone()), stride, padding).unwrap();
+            let plain = conv2d_reference(x.clone(), wt.clone(), Some(b.clone()), stride, padding);
+            assert_eq!(fused.dims(), plain.dims());
+            let probe = Tensor::<4>::random(plain.dims(), Distribution::Normal(0.0, 1.0), &d);
+            let case = format!("{batch}×{cin}→{cout} {h}×{w} k{kernel:?} s{stride:?} p{padding:?}");
+            assert!(max_abs_diff4(fused.clone(), plain.clone()) < 1e-5, "forward {case}");
+            let g_fused = (fused * probe.clone()).sum().backward();
+            let g_plain = (plain * probe).sum().backward();
+            assert!(max_abs_diff4(x.grad(&g_fused).unwrap(), x.grad(&g_plain).unwrap()) < 1e-4, "dx {case}");
+            assert!(max_abs_diff4(wt.grad(&g_fused).unwrap(), wt.grad(&g_plain).unwrap()) < 1e-4, "dw {case}");
+            let (db_f, db_p) = (b.grad(&g_fused).unwrap(), b.grad(&g_plain).unwrap());
+            assert!(max_abs_diff(db_f.unsqueeze_dim(0), db_p.unsqueeze_dim(0)) < 1e-4, "db {case}");
+        }
+        // Without a bias, on a plain (non-autodiff) device.
+        let x = Tensor::<4>::random([2, 3, 6, 6], Distribution::Normal(0.0, 1.0), &device());
+        let wt = Tensor::<4>::random([4, 3, 3, 3], Distribution::Normal(0.0, 1.0), &device());
+        let got = conv2d(x.clone(), wt.clone(), None, [1, 1], [1, 1]).unwrap();
+        assert!(max_abs_diff4(got, conv2d_reference(x, wt, None, [1, 1], [1, 1])) < 1e-5);
+    }
+
+    #[test]
+    fn conv2d_hand_computed_and_errors() {
+        // A 3×3 input, the kernel [[0, 1], [2, 3]], stride 1, no padding, bias 0.5:
+        // y[0, 0] = 0·1 + 1·2 + 2·4 + 3·5 + 0.5 = 25.5.
+        let d = device();
+        let x = Tensor::<4>::from_data(TensorData::new((1..=9).map(|v| v as f32).collect::<Vec<_>>(), [1, 1, 3, 3]), &d);
+        let w = Tensor::<4>::from_data(TensorData::new(vec![0.0f32, 1.0, 2.0, 3.0], [1, 1, 2, 2]), &d);
+        let b = Tensor::<1>::from_data(TensorData::new(vec![0.5f32], [1]), &d);
+        let y = conv2d(x.clone(), w.clone(), Some(b), [1, 1], [0, 0]).unwrap().into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(y, vec![25.5, 31.5, 43.5, 49.5]);
+        let wide = Tensor::<4>::zeros([1, 2, 2, 2], &d);
+        assert!(matches!(conv2d(x.clone(), wide, None, [1, 1], [0, 0]), Err(Error::ShapeMismatch { what: "conv2d input channels vs weight", .. })));
+        assert!(matches!(conv2d(x.clone(), w.clone(), None, [0, 1], [0, 0]), Err(Error::InvalidParameter { .. })));
+        let big = Tensor::<4>::zeros([1, 1, 5, 5], &d);
+        assert!(matches!(conv2d(x.clone(), big, None, [1, 1], [0, 0]), Err(Error::InvalidParameter { .. })));
+        assert!(matches!(conv2d(x, w, Some(Tensor::zeros([3], &d)), [1, 1], [0, 0]), Err(Error::ShapeMismatch { what: "conv2d bias", .. })));
     }
 
     #[cfg(feature = "flex")]

@@ -13,6 +13,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::Tensor;
 use burn::tensor::activation;
 use flowforge_core::jvp::Dual;
+use flowforge_kernels::FusedActivation;
 
 /// A value and, optionally, its tangent along a fixed direction.
 #[derive(Debug, Clone)]
@@ -91,6 +92,10 @@ impl<const D: usize> Jet<D> {
 
     /// `SiLU(f) = f σ(f)`: derivative `σ(f)(1 + f(1 − σ(f)))`.
     pub fn silu(self) -> Self {
+        if self.tangent.is_none() {
+            // No tangent: the fused kernel (one pass each way on burn-flex).
+            return Self::plain(flowforge_kernels::silu(self.value));
+        }
         let s = activation::sigmoid(self.value.clone());
         let tangent = self.tangent.map(|t| {
             let d = s.clone() * (self.value.clone() * s.clone().neg().add_scalar(1.0)).add_scalar(1.0);
@@ -219,14 +224,29 @@ impl Jet<3> {
 
 impl Jet<4> {
     /// A 2-D convolution: `(conv(x) + b, conv(ẋ))`. The tangent is the same convolution
-    /// without the bias (explicit or no padding, as flowforge's networks use; any other padding
-    /// rule falls back to `conv(ẋ) + b − b`).
+    /// without the bias. Symmetric explicit or no padding with dilation 1 and one group (what
+    /// flowforge's networks use) runs [`flowforge_kernels::conv2d`] (im2col + GEMM both ways on
+    /// burn-flex); any other configuration runs burn's `Conv2d` (with the tangent as
+    /// `conv(ẋ) + b − b` for padding rules other than explicit).
+    ///
+    /// # Panics
+    /// When the input's channels are not the layer's or its spatial size is smaller than the
+    /// kernel, as burn's `Conv2d::forward` does (the networks check their input first).
     pub fn through_conv(self, conv: &Conv2d) -> Self {
         let padding = match conv.padding {
             PaddingConfig2d::Explicit(top, left, bottom, right) => Some([(top, bottom), (left, right)]),
             PaddingConfig2d::Valid => Some([(0, 0), (0, 0)]),
             PaddingConfig2d::Same => None,
         };
+        let symmetric = padding.filter(|p| p.iter().all(|(a, b)| a == b) && conv.dilation == [1, 1] && conv.groups == 1).map(|p| p.map(|(a, _)| a));
+        if let Some(padding) = symmetric {
+            let run = |x: Tensor<4>, bias: Option<Tensor<1>>| {
+                flowforge_kernels::conv2d(x, conv.weight.val(), bias, conv.stride, padding)
+                    .expect("the layer's own weight and configuration are consistent with its input")
+            };
+            let bias = conv.bias.as_ref().map(|b| b.val());
+            return self.affine(|x| run(x, bias), |t| run(t, None));
+        }
         let bias = conv.bias.as_ref().map(|b| b.val().reshape([1, b.dims()[0], 1, 1]));
         self.affine(
             |x| conv.forward(x),
@@ -242,8 +262,37 @@ impl Jet<4> {
     }
 
     /// Group normalisation (Wu & He, *Group Normalization*, ECCV 2018) with the layer's
-    /// affine parameters, differentiated through the group statistics.
+    /// affine parameters, differentiated through the group statistics. Without a tangent it
+    /// runs [`flowforge_kernels::group_norm`] (one fused pass on burn-flex).
+    ///
+    /// # Panics
+    /// When the input's channels are not the layer's, as burn's `GroupNorm::forward` does.
     pub fn through_group_norm(self, norm: &GroupNorm) -> Self {
+        self.group_norm_then(norm, FusedActivation::Identity)
+    }
+
+    /// `SiLU(GN(x))`: [`Jet::through_group_norm`] then [`Jet::silu`], fused into one kernel when
+    /// no tangent is propagated.
+    pub fn through_group_norm_silu(self, norm: &GroupNorm) -> Self {
+        self.group_norm_then(norm, FusedActivation::Silu)
+    }
+
+    fn group_norm_then(self, norm: &GroupNorm, activation: FusedActivation) -> Self {
+        if self.tangent.is_none() {
+            let gamma = norm.gamma.as_ref().map(|g| g.val());
+            let beta = norm.beta.as_ref().map(|b| b.val());
+            let y = flowforge_kernels::group_norm(self.value, norm.num_groups, gamma, beta, norm.epsilon, activation)
+                .expect("the layer's own groups and parameters match its channels");
+            return Self::plain(y);
+        }
+        let out = self.group_norm_with_tangent(norm);
+        match activation {
+            FusedActivation::Identity => out,
+            FusedActivation::Silu => out.silu(),
+        }
+    }
+
+    fn group_norm_with_tangent(self, norm: &GroupNorm) -> Self {
         let [b, c, h, w] = self.dims();
         let groups = norm.num_groups;
         let grouped = self.reshape([b, groups, (c / groups) * h * w]).normalize_last(norm.epsilon);

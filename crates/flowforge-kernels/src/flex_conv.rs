@@ -1,0 +1,453 @@
+//! The 2-D convolution as a burn backend extension: im2col + one GEMM per group of images in
+//! both directions on burn-flex, and a hand-written backward for `Autodiff<B>`.
+//!
+//! burn-flex computes a convolution's input gradient as a transposed convolution in a direct
+//! scalar loop and its weight gradient as a convolution over the batch axis with an
+//! `H×W`-sized kernel (profile in `docs/performance.md`). Here all three products are GEMMs over
+//! the same im2col matrix (Chellapilla, Puri & Simard, *High Performance Convolutional Neural
+//! Networks for Document Processing*, 2006):
+//!
+//! - forward: `Y[b] = W·col(x[b]) + b` with `W` as `[C_out, C_in·kh·kw]`;
+//! - `∂W = Σ_b ∂Y[b]·col(x[b])ᵀ`, `∂b = Σ_b ∂Y[b]·1`;
+//! - `∂x[b] = col⁻¹(Wᵀ·∂Y[b])` (col2im, the adjoint of im2col, scatters the patches back).
+//!
+//! Images are processed in groups whose im2col matrix has about 256 columns (several images at
+//! 4×4, one at 16×16), the groups split across threads, each thread with its own buffers.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, Shape, Tensor, TensorData};
+use rayon::prelude::*;
+
+use crate::flex::kernels::gemm_into_with;
+use crate::flex::{f32_data, is_flex, register_gradients};
+
+/// The fused convolution's operations. Default bodies are burn's own convolution ops, so a
+/// backend listed without kernels of its own stays correct.
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedConvBackend: Backend {
+    /// `conv(x, W) + b`: `x` `[B, C, H, W]`, `weight` `[C_out, C, kh, kw]`, `bias` `[C_out]`,
+    /// the given strides and symmetric zero padding, dilation 1, one group.
+    fn fused_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stride_h: usize,
+        stride_w: usize,
+        pad_h: usize,
+        pad_w: usize,
+    ) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, Some(bias), ConvOptions::new([stride_h, stride_w], [pad_h, pad_w], [1, 1], 1))
+    }
+
+    /// `(∂x, ∂W, ∂b)` of [`FusedConvBackend::fused_conv2d`] from the output gradient `grad`.
+    fn fused_conv2d_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        stride_h: usize,
+        stride_w: usize,
+        pad_h: usize,
+        pad_w: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let options = ConvOptions::new([stride_h, stride_w], [pad_h, pad_w], [1, 1], 1);
+        let shape = grad.shape();
+        let (batch, channels, plane) = (shape[0], shape[1], shape[2] * shape[3]);
+        let grad_x = Self::conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options.clone());
+        let grad_weight = Self::conv2d_weight_backward(x, weight, grad.clone(), options);
+        let per_image = Self::float_sum_dim(Self::float_reshape(grad, Shape::new([batch, channels, plane])), 2);
+        let grad_bias = Self::float_reshape(Self::float_sum_dim(per_image, 0), Shape::new([channels]));
+        (grad_x, grad_weight, grad_bias)
+    }
+}
+
+/// Whether the fused path applies: f32 tensors that all live on burn-flex.
+pub(crate) fn applies(x: &Tensor<4>, weight: &Tensor<4>, bias: &Tensor<1>) -> bool {
+    [x.device(), weight.device(), bias.device()].iter().all(is_flex) && [x.dtype(), weight.dtype(), bias.dtype()].iter().all(|d| *d == DType::F32)
+}
+
+pub(crate) fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, stride: [usize; 2], padding: [usize; 2]) -> Tensor<4> {
+    Tensor::from_dispatch(<burn::backend::Dispatch as FusedConvBackend>::fused_conv2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        stride[0],
+        stride[1],
+        padding[0],
+        padding[1],
+    ))
+}
+
+impl FusedConvBackend for Flex {
+    fn fused_conv2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, stride_h: usize, stride_w: usize, pad_h: usize, pad_w: usize) -> FlexTensor {
+        let g = Geometry::new(x.layout().shape(), weight.layout().shape(), [stride_h, stride_w], [pad_h, pad_w]);
+        let y = kernels::forward(&g, &f32_data(&x), &f32_data(&weight), &f32_data(&bias));
+        FlexTensor::from_data(TensorData::new(y, [g.batch, g.out_channels, g.out[0], g.out[1]]))
+    }
+
+    fn fused_conv2d_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        grad: FlexTensor,
+        stride_h: usize,
+        stride_w: usize,
+        pad_h: usize,
+        pad_w: usize,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let g = Geometry::new(x.layout().shape(), weight.layout().shape(), [stride_h, stride_w], [pad_h, pad_w]);
+        let (gx, gw, gb) = kernels::backward(&g, &f32_data(&x), &f32_data(&weight), &f32_data(&grad));
+        (
+            FlexTensor::from_data(TensorData::new(gx, [g.batch, g.channels, g.input[0], g.input[1]])),
+            FlexTensor::from_data(TensorData::new(gw, [g.out_channels, g.channels, g.kernel[0], g.kernel[1]])),
+            FlexTensor::from_data(TensorData::new(gb, [g.out_channels])),
+        )
+    }
+}
+
+impl<B: FusedConvBackend, C: CheckpointStrategy> FusedConvBackend for Autodiff<B, C> {
+    fn fused_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stride_h: usize,
+        stride_w: usize,
+        pad_h: usize,
+        pad_w: usize,
+    ) -> FloatTensor<Self> {
+        /// Backward of the convolution; the state is `(x, W)` and the geometry.
+        #[derive(Debug)]
+        struct FusedConvGrad;
+
+        impl<B: FusedConvBackend> Backward<B, 3> for FusedConvGrad {
+            type State = (FloatTensor<B>, FloatTensor<B>, [usize; 4]);
+
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let (x, weight, [sh, sw, ph, pw]) = ops.state;
+                let grad = grads.consume::<B>(&ops.node);
+                let (grad_x, grad_weight, grad_bias) = B::fused_conv2d_backward(x, weight, grad, sh, sw, ph, pw);
+                register_gradients::<B, 3>(grads, ops.parents.map(|p| p.map(|n| n.id)), [grad_x, grad_weight, grad_bias]);
+            }
+        }
+
+        let nodes = [x.node(), weight.node(), bias.node()];
+        let (x, weight, bias) = (x.into_primitive(), weight.into_primitive(), bias.into_primitive());
+        match FusedConvGrad.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let y = B::fused_conv2d(x.clone(), weight.clone(), bias, stride_h, stride_w, pad_h, pad_w);
+                prep.finish((x, weight, [stride_h, stride_w, pad_h, pad_w]), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_conv2d(x, weight, bias, stride_h, stride_w, pad_h, pad_w)),
+        }
+    }
+}
+
+/// The shapes of one convolution (symmetric zero padding, dilation 1, one group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    pub(crate) batch: usize,
+    pub(crate) channels: usize,
+    pub(crate) input: [usize; 2],
+    pub(crate) out_channels: usize,
+    pub(crate) kernel: [usize; 2],
+    pub(crate) stride: [usize; 2],
+    pub(crate) padding: [usize; 2],
+    pub(crate) out: [usize; 2],
+}
+
+impl Geometry {
+    /// From the shapes of `x` `[B, C, H, W]` and `W` `[C_out, C, kh, kw]` (checked by the caller).
+    pub(crate) fn new(x: &Shape, w: &Shape, stride: [usize; 2], padding: [usize; 2]) -> Self {
+        let input = [x[2], x[3]];
+        let kernel = [w[2], w[3]];
+        let out = [0, 1].map(|d| (input[d] + 2 * padding[d] - kernel[d]) / stride[d] + 1);
+        Self { batch: x[0], channels: x[1], input, out_channels: w[0], kernel, stride, padding, out }
+    }
+
+    /// Rows of the im2col matrix: `C·kh·kw`.
+    fn patch(&self) -> usize {
+        self.channels * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Stride 1 and an output the size of the input (3×3 with padding 1, 1×1 without): the
+    /// im2col rows are shifted copies of the input planes.
+    fn preserves_size(&self) -> bool {
+        self.stride == [1, 1] && self.out == self.input
+    }
+
+    /// The GEMMs' own threading: none when the image groups already keep the threads busy,
+    /// gemm's when a single group (one image) is all there is.
+    fn gemm_threads(&self) -> gemm::Parallelism {
+        if self.batch.div_ceil(self.images_per_group()) >= 2 { gemm::Parallelism::None } else { gemm::Parallelism::Rayon(0) }
+    }
+
+    fn in_plane(&self) -> usize {
+        self.input[0] * self.input[1]
+    }
+
+    fn out_plane(&self) -> usize {
+        self.out[0] * self.out[1]
+    }
+
+    /// Images per group: about 256 im2col columns, and at least two groups when the batch has
+    /// two images (both threads busy).
+    fn images_per_group(&self) -> usize {
+        let wanted = 256usize.div_ceil(self.out_plane().max(1)).max(1);
+        wanted.min(self.batch.div_ceil(2)).max(1)
+    }
+
+    /// The output positions `o` along dimension `d` whose input `o·s + k − p` lies inside, for
+    /// kernel offset `k`: a half-open range.
+    fn valid(&self, d: usize, k: usize) -> (usize, usize) {
+        let (s, p, n, o) = (self.stride[d], self.padding[d], self.input[d], self.out[d]);
+        let lo = if p > k { (p - k).div_ceil(s) } else { 0 };
+        let hi = if n + p > k { ((n + p - k - 1) / s + 1).min(o) } else { 0 };
+        (lo.min(hi), hi)
+    }
+}
+
+/// The host kernels on row-major f32 buffers.
+mod kernels {
+    use super::*;
+
+    /// Call `f(row, c, i, j, valid oy, valid ox)` for every im2col row `(c·kh + i)·kw + j`.
+    fn for_each_row(g: &Geometry, mut f: impl FnMut(usize, usize, usize, usize, (usize, usize), (usize, usize))) {
+        let mut row = 0;
+        for c in 0..g.channels {
+            for i in 0..g.kernel[0] {
+                let rows = g.valid(0, i);
+                for j in 0..g.kernel[1] {
+                    f(row, c, i, j, rows, g.valid(1, j));
+                    row += 1;
+                }
+            }
+        }
+    }
+
+    /// `col[(c·kh + i)·kw + j, n·P + oy·wo + ox] = x[n, c, oy·s + i − p, ox·s + j − p]` (0 in
+    /// the padding) for the `images` images in `x`, `P` the output plane.
+    pub(super) fn im2col(g: &Geometry, x: &[f32], images: usize, col: &mut [f32]) {
+        let (plane, columns) = (g.out_plane(), images * g.out_plane());
+        let [wi, wo] = [g.input[1], g.out[1]];
+        let [s0, s1] = g.stride;
+        for_each_row(g, |row, c, i, j, (oy_lo, oy_hi), (ox_lo, ox_hi)| {
+            let dst_row = &mut col[row * columns..(row + 1) * columns];
+            for n in 0..images {
+                let src = &x[(n * g.channels + c) * g.in_plane()..][..g.in_plane()];
+                let dst = &mut dst_row[n * plane..(n + 1) * plane];
+                if g.preserves_size() {
+                    // The patch plane is the input plane shifted by (i − p₀, j − p₁):
+                    // one contiguous copy, then the wrapped-around edge columns zeroed.
+                    dst[..oy_lo * wo].fill(0.0);
+                    dst[oy_hi * wo..].fill(0.0);
+                    let (start, end) = (oy_lo * wo, oy_hi * wo);
+                    if start < end {
+                        let shift = (i * wi + j) as isize - (g.padding[0] * wi + g.padding[1]) as isize;
+                        let from = (start as isize + shift).max(0) as usize;
+                        let lead = from as isize - (start as isize + shift);
+                        let len = (end - start - lead as usize).min(src.len() - from);
+                        dst[start..start + lead as usize].fill(0.0);
+                        dst[start + lead as usize..start + lead as usize + len].copy_from_slice(&src[from..from + len]);
+                        dst[start + lead as usize + len..end].fill(0.0);
+                        for oy in oy_lo..oy_hi {
+                            dst[oy * wo..oy * wo + ox_lo].fill(0.0);
+                            dst[oy * wo + ox_hi..(oy + 1) * wo].fill(0.0);
+                        }
+                    }
+                    continue;
+                }
+                dst[..oy_lo * wo].fill(0.0);
+                dst[oy_hi * wo..].fill(0.0);
+                for oy in oy_lo..oy_hi {
+                    let y = oy * s0 + i - g.padding[0];
+                    let out_row = &mut dst[oy * wo..(oy + 1) * wo];
+                    out_row[..ox_lo].fill(0.0);
+                    out_row[ox_hi..].fill(0.0);
+                    let in_row = &src[y * wi..(y + 1) * wi];
+                    if ox_lo < ox_hi {
+                        let x0 = ox_lo * s1 + j - g.padding[1];
+                        if s1 == 1 {
+                            out_row[ox_lo..ox_hi].copy_from_slice(&in_row[x0..x0 + (ox_hi - ox_lo)]);
+                        } else {
+                            for (k, v) in out_row[ox_lo..ox_hi].iter_mut().enumerate() {
+                                *v = in_row[x0 + k * s1];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// The adjoint of [`im2col`]: `gx[n, c, y, x] += col[…]` over every patch that read it.
+    /// `gx` holds the `images` images and starts at zero.
+    pub(super) fn col2im(g: &Geometry, col: &[f32], images: usize, gx: &mut [f32]) {
+        let (plane, columns) = (g.out_plane(), images * g.out_plane());
+        let [wi, wo] = [g.input[1], g.out[1]];
+        let [s0, s1] = g.stride;
+        for_each_row(g, |row, c, i, j, (oy_lo, oy_hi), (ox_lo, ox_hi)| {
+            let src_row = &col[row * columns..(row + 1) * columns];
+            for n in 0..images {
+                let dst = &mut gx[(n * g.channels + c) * g.in_plane()..][..g.in_plane()];
+                let src = &src_row[n * plane..(n + 1) * plane];
+                if g.preserves_size() {
+                    // Row by row over the valid columns, as one loop per row without
+                    // bounds juggling: the adjoint of the shifted copy in `im2col`.
+                    let shift = (i * wi + j) as isize - (g.padding[0] * wi + g.padding[1]) as isize;
+                    for oy in oy_lo..oy_hi {
+                        let (a, b) = (oy * wo + ox_lo, oy * wo + ox_hi);
+                        if a < b {
+                            let to = (a as isize + shift) as usize;
+                            for (d, v) in dst[to..to + (b - a)].iter_mut().zip(&src[a..b]) {
+                                *d += v;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                for oy in oy_lo..oy_hi {
+                    let y = oy * s0 + i - g.padding[0];
+                    if ox_lo >= ox_hi {
+                        continue;
+                    }
+                    let x0 = ox_lo * s1 + j - g.padding[1];
+                    let in_row = &mut dst[y * wi..(y + 1) * wi];
+                    let patch = &src[oy * wo + ox_lo..oy * wo + ox_hi];
+                    if s1 == 1 {
+                        for (d, v) in in_row[x0..x0 + patch.len()].iter_mut().zip(patch) {
+                            *d += v;
+                        }
+                    } else {
+                        for (k, v) in patch.iter().enumerate() {
+                            in_row[x0 + k * s1] += v;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// The output `[B, C_out, ho, wo]`.
+    pub(super) fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
+        let (k, plane, co) = (g.patch(), g.out_plane(), g.out_channels);
+        let group = g.images_per_group();
+        let mut y = vec![0.0f32; g.batch * co * plane];
+        let x_group = group * g.channels * g.in_plane();
+        y.par_chunks_mut(group * co * plane).zip(x.par_chunks(x_group)).for_each(|(y, x)| {
+            let images = x.len() / (g.channels * g.in_plane());
+            let columns = images * plane;
+            with_scratch(k * columns, co * columns, |col, out| {
+                im2col(g, x, images, col);
+                // Y = W·col + b: the bias rows first, then one GEMM accumulating into them
+                // (straight into the output when the group is one image).
+                let product = |out: &mut [f32]| {
+                    for (row, b) in out.chunks_mut(columns).zip(bias) {
+                        row.fill(*b);
+                    }
+                    gemm_into_with(g.gemm_threads(), out, true, (co, columns, k), w, (k, 1), col, (columns, 1));
+                };
+                if images == 1 {
+                    product(y);
+                } else {
+                    product(out);
+                    scatter_images(out, y, images, co, plane);
+                }
+            });
+        });
+        y
+    }
+
+    thread_local! {
+        /// Per-thread im2col and output buffers, kept across calls (the pool's threads live
+        /// for the process): no allocation or zeroing per image group.
+        static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    }
+
+    /// Run `f` on two scratch slices of lengths `a` and `b` (contents unspecified: `f` writes
+    /// before it reads).
+    fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buffers) => {
+                let (first, second) = &mut *buffers;
+                if first.len() < a {
+                    first.resize(a, 0.0);
+                }
+                if second.len() < b {
+                    second.resize(b, 0.0);
+                }
+                f(&mut first[..a], &mut second[..b])
+            }
+            // Re-entered on this thread (not expected): fresh buffers.
+            Err(_) => f(&mut vec![0.0; a], &mut vec![0.0; b]),
+        })
+    }
+
+    /// `[C, images·P]` (column blocks per image) to `[images, C, P]`, and back with
+    /// [`gather_images`].
+    fn scatter_images(src: &[f32], dst: &mut [f32], images: usize, channels: usize, plane: usize) {
+        for n in 0..images {
+            for c in 0..channels {
+                dst[(n * channels + c) * plane..][..plane].copy_from_slice(&src[c * images * plane + n * plane..][..plane]);
+            }
+        }
+    }
+
+    fn gather_images(src: &[f32], dst: &mut [f32], images: usize, channels: usize, plane: usize) {
+        for n in 0..images {
+            for c in 0..channels {
+                dst[c * images * plane + n * plane..][..plane].copy_from_slice(&src[(n * channels + c) * plane..][..plane]);
+            }
+        }
+    }
+
+    /// `(∂x, ∂W, ∂b)` from the output gradient.
+    pub(super) fn backward(g: &Geometry, x: &[f32], w: &[f32], grad: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (k, plane, co) = (g.patch(), g.out_plane(), g.out_channels);
+        let group = g.images_per_group();
+        let mut gx = vec![0.0f32; x.len()];
+        let x_group = group * g.channels * g.in_plane();
+        let (gw, gb) = gx
+            .par_chunks_mut(x_group)
+            .zip(x.par_chunks(x_group))
+            .zip(grad.par_chunks(group * co * plane))
+            .fold(
+                || (vec![0.0f32; co * k], vec![0.0f32; co]),
+                |(mut gw, mut gb), ((gx, x), grad)| {
+                    let images = x.len() / (g.channels * g.in_plane());
+                    let columns = images * plane;
+                    with_scratch(k * columns, co * columns, |col, dy| {
+                        let dy: &[f32] = if images == 1 {
+                            grad
+                        } else {
+                            gather_images(grad, dy, images, co, plane);
+                            dy
+                        };
+                        for (b, row) in gb.iter_mut().zip(dy.chunks(columns)) {
+                            *b += row.iter().sum::<f32>();
+                        }
+                        im2col(g, x, images, col);
+                        // ∂W += ∂Y·colᵀ
+                        gemm_into_with(g.gemm_threads(), &mut gw, true, (co, k, columns), dy, (columns, 1), col, (1, columns));
+                        // ∂col = Wᵀ·∂Y, then back to the image.
+                        gemm_into_with(g.gemm_threads(), col, false, (k, columns, co), w, (1, k), dy, (columns, 1));
+                        col2im(g, col, images, gx);
+                    });
+                    (gw, gb)
+                },
+            )
+            .reduce(
+                || (vec![0.0f32; co * k], vec![0.0f32; co]),
+                |(mut gw, mut gb), (gw2, gb2)| {
+                    gw.iter_mut().zip(&gw2).for_each(|(a, b)| *a += b);
+                    gb.iter_mut().zip(&gb2).for_each(|(a, b)| *a += b);
+                    (gw, gb)
+                },
+            );
+        (gx, gw, gb)
+    }
+}
