@@ -24,7 +24,7 @@ use flowforge::data::{Toy2d, rng, standard_normal, tensor_to_points};
 use flowforge::losses::RegressionLoss;
 use flowforge::losses::coupling::Coupling;
 use flowforge::losses::edm::EdmPreconditioned;
-use flowforge::losses::meanflow::{AdaptiveWeight, PairDensity, TimePairSampling, meanflow_loss, meanflow_sample};
+use flowforge::losses::meanflow::{AdaptiveWeight, JvpTangent, MeanFlowLoss, PairDensity, TimePairSampling, meanflow_sample};
 use flowforge::losses::time_sampling::{TimeSampling, Weighting};
 use flowforge::metrics::{as_rows, energy_distance, straightness, wasserstein2};
 use flowforge::nets::{Mlp, MlpConfig, TimeFeatures, predicting};
@@ -38,7 +38,7 @@ use std::time::Instant;
 
 const USAGE: &str = "objectives_2d --method cfm|ot-cfm|sb-cfm|reflow|ddpm|edm|meanflow [--source gaussian|8gaussians] \
 [--steps 3000] [--batch 256] [--lr 1e-3] [--ema 0] [--cosine] [--sigma 0.5 (sb-cfm)] [--time-features raw|sinusoidal] [--seed 0] [--samples 2000] \
-[--mf-density logit-normal|uniform --mf-mean -0.4 --mf-std 1.0 --mf-equal 0.75 --mf-power 1.0 (meanflow)] \
+[--mf-density logit-normal|uniform|beta --mf-mean -0.4 --mf-std 1.0 --mf-alpha 0.5 --mf-equal 0.75 --mf-power 1.0 --mf-offset 1e-3 --mf-tangent conditional|model --mf-fm-warmup 0 (meanflow)] \
 [--out out/objectives_2d] [--device default|flex|wgpu|ndarray|cuda]";
 
 struct Run {
@@ -71,10 +71,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mf_defaults = TimePairSampling::default();
     let mf_density = match args.get("mf-density", "logit-normal".to_owned())?.as_str() {
         "uniform" => PairDensity::Uniform,
+        "beta" => PairDensity::Beta { alpha: args.get("mf-alpha", 0.5)?, beta: args.get("mf-alpha", 0.5)? },
         _ => PairDensity::LogitNormal { mean: args.get("mf-mean", -0.4)?, std: args.get("mf-std", 1.0)? },
     };
     let mf_pairs = TimePairSampling { density: mf_density, equal_fraction: args.get("mf-equal", mf_defaults.equal_fraction)? };
-    let mf_weight = AdaptiveWeight { power: args.get("mf-power", AdaptiveWeight::default().power)?, ..AdaptiveWeight::default() };
+    let mf_weight = AdaptiveWeight { power: args.get("mf-power", AdaptiveWeight::default().power)?, offset: args.get("mf-offset", AdaptiveWeight::default().offset)? };
+    let mf_tangent = match args.get("mf-tangent", "conditional".to_owned())?.as_str() {
+        "model" => JvpTangent::Model,
+        "conditional" => JvpTangent::Conditional,
+        other => return Err(format!("unknown --mf-tangent {other}\n\n{USAGE}").into()),
+    };
+    let fm_warmup = args.count("mf-fm-warmup", 0)?;
     let n = args.positive("samples", 2000)?;
     let out = args.out_dir("objectives_2d")?;
     let device = args.device()?;
@@ -252,22 +259,25 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             (Run { samples: vec![heun], trajectories: None }, report.seconds, *report.losses.last().unwrap_or(&f64::NAN))
         }
         "meanflow" => {
-            let (pairs, weight) = (mf_pairs, mf_weight);
+            let (pairs, objective) = (mf_pairs, MeanFlowLoss { weight: mf_weight, tangent: mf_tangent });
             let mut trainer = Trainer::new(config, mlp(2)?)?;
-            let report = trainer.fit(|model, rng, _| {
+            let report = trainer.fit(|model, rng, step| {
                 let x1 = data.sample_tensor(batch, rng, &train_device)?;
                 let x0 = standard_normal([batch, 2], rng, &train_device);
+                // Flow matching alone (every pair r = t) for the first `--mf-fm-warmup` steps.
+                let pairs = if step < fm_warmup { TimePairSampling { equal_fraction: 1.0, ..pairs } } else { pairs };
                 let (a, b) = pairs.sample(batch, rng)?;
                 let x_a = condot.point(x0.clone(), x1.clone(), &a)?;
-                meanflow_loss(model, x_a, x1 - x0, &a, &b, &Condition::none(), weight)
+                objective.loss(model, x_a, x1 - x0, &a, &b, &Condition::none())
             })?;
             let (online, averaged) = trainer.into_parts();
             let net: Mlp = averaged.unwrap_or_else(|| online.valid());
-            let one = timed("MeanFlow 1-step", &mut || Ok((meanflow_sample(&net, x_start.clone(), &[0.0, 1.0], &Condition::none())?, 1)))?;
-            let two = timed("MeanFlow 2-step", &mut || Ok((meanflow_sample(&net, x_start.clone(), &[0.0, 0.5, 1.0], &Condition::none())?, 2)))?;
-            let four = timed("MeanFlow 4-step", &mut || Ok((meanflow_sample(&net, x_start.clone(), &[0.0, 0.25, 0.5, 0.75, 1.0], &Condition::none())?, 4)))?;
+            let sample_with = |x: Tensor<2>, grid: &[f64]| meanflow_sample(&net, x, grid, &Condition::none());
+            let one = timed("MeanFlow 1-step", &mut || Ok((sample_with(x_start.clone(), &[0.0, 1.0])?, 1)))?;
+            let two = timed("MeanFlow 2-step", &mut || Ok((sample_with(x_start.clone(), &[0.0, 0.5, 1.0])?, 2)))?;
+            let four = timed("MeanFlow 4-step", &mut || Ok((sample_with(x_start.clone(), &[0.0, 0.25, 0.5, 0.75, 1.0])?, 4)))?;
             let grid: Vec<f64> = (0..=100).map(|k| k as f64 / 100.0).collect();
-            let hundred = timed("MeanFlow 100-step", &mut || Ok((meanflow_sample(&net, x_start.clone(), &grid, &Condition::none())?, 100)))?;
+            let hundred = timed("MeanFlow 100-step", &mut || Ok((sample_with(x_start.clone(), &grid)?, 100)))?;
             (Run { samples: vec![one, two, four, hundred], trajectories: None }, report.seconds, *report.losses.last().unwrap_or(&f64::NAN))
         }
         other => return Err(format!("unknown --method {other}\n\n{USAGE}").into()),

@@ -164,7 +164,24 @@ pub struct MeanFlowTarget<const D: usize> {
     pub target: Tensor<D>,
 }
 
-/// The MeanFlow target at `(x_a, a, b)` with conditional velocity `v`.
+/// The direction in `x` along which MeanFlow's JVP differentiates `ū(x_a, a, b)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JvpTangent {
+    /// The pair's conditional velocity `v = x₁ − x₀` (Geng et al. 2025, Eq. 8): the original
+    /// MeanFlow target, which depends on `(x₀, x₁)` beyond `x_a`.
+    #[default]
+    Conditional,
+    /// The network's own instantaneous velocity `ū(x_a, a, a)` under stop-gradient (improved
+    /// MeanFlow, Geng, Lu, Wu, Shechtman, Kolter & He 2025, arXiv:2512.02012, Eq. 12, with the
+    /// boundary condition `v_θ(z, t) = u_θ(z, t, t)`). The compound prediction
+    /// `ū − (b − a)·JVP` is then a function of `x_a` alone and the loss an ordinary regression
+    /// onto `v`; it costs one more forward pass without gradients.
+    Model,
+}
+
+/// The MeanFlow target at `(x_a, a, b)` with conditional velocity `v` (the original MeanFlow:
+/// the JVP runs along `v`, [`JvpTangent::Conditional`]).
 ///
 /// # Errors
 /// [`Error::ShapeMismatch`] if `v` differs from `x` or the times from the batch; the model's
@@ -173,6 +190,23 @@ pub fn meanflow_target<M: AverageVelocityJvp<D>, const D: usize>(
     model: &M,
     x: Tensor<D>,
     v: Tensor<D>,
+    a: &Times,
+    b: &Times,
+    condition: &Condition,
+) -> Result<MeanFlowTarget<D>> {
+    meanflow_target_along(model, x, v, JvpTangent::Conditional, a, b, condition)
+}
+
+/// The MeanFlow target `v + (b − a)·JVP(ū; w, 1, 0)` with the JVP along the chosen tangent `w`
+/// ([`JvpTangent`]); `v` is the conditional velocity in both cases.
+///
+/// # Errors
+/// As [`meanflow_target`].
+pub fn meanflow_target_along<M: AverageVelocityJvp<D>, const D: usize>(
+    model: &M,
+    x: Tensor<D>,
+    v: Tensor<D>,
+    tangent: JvpTangent,
     a: &Times,
     b: &Times,
     condition: &Condition,
@@ -189,7 +223,11 @@ pub fn meanflow_target<M: AverageVelocityJvp<D>, const D: usize>(
             requirement: "MeanFlow averages over [a, b] with a <= b (a the noisier time)",
         });
     }
-    let (prediction, jvp) = model.average_velocity_jvp(x, v.clone(), a, 1.0, b, 0.0, condition)?;
+    let direction = match tangent {
+        JvpTangent::Conditional => v.clone(),
+        JvpTangent::Model => model.average_velocity(x.clone(), a, a, condition)?.detach(),
+    };
+    let (prediction, jvp) = model.average_velocity_jvp(x, direction, a, 1.0, b, 0.0, condition)?;
     let jvp = jvp.detach();
     let gap = match (a.as_shared(), b.as_shared()) {
         (Some(a), Some(b)) => Coefficient::Shared(b - a),
@@ -278,6 +316,14 @@ pub enum PairDensity {
     /// U(0, 1) (the paper's other ablation; it reaches the interval ends, where one-step
     /// sampling starts, far more often than the logit-normal).
     Uniform,
+    /// Beta(α, β); α = β < 1 is U-shaped and puts the sorted pair's ends near 0 and 1, so long
+    /// intervals (the one-step sampler's `[0, 1]`) are drawn far more often than under U(0, 1).
+    Beta {
+        /// α (> 0).
+        alpha: f64,
+        /// β (> 0).
+        beta: f64,
+    },
 }
 
 /// The MeanFlow paper's sampling of `(r, t)` (Geng et al. 2025, §4.3): two draws from
@@ -311,6 +357,14 @@ impl TimePairSampling {
             check::finite("mean", mean)?;
             check::positive("std", std)?;
         }
+        let beta = match self.density {
+            PairDensity::Beta { alpha, beta } => {
+                check::positive("alpha", alpha)?;
+                check::positive("beta", beta)?;
+                Some(rand_distr::Beta::new(alpha, beta).map_err(|_| Error::invalid("alpha", alpha, "a valid Beta(alpha, beta)"))?)
+            }
+            _ => None,
+        };
         if !(0.0..=1.0).contains(&self.equal_fraction) {
             return Err(Error::invalid("equal_fraction", self.equal_fraction, "in [0, 1]"));
         }
@@ -321,6 +375,7 @@ impl TimePairSampling {
                     1.0 / (1.0 + (-(mean + std * z)).exp())
                 }
                 PairDensity::Uniform => rng.random::<f64>(),
+                PairDensity::Beta { .. } => beta.as_ref().map_or(0.5, |d| d.sample(rng)),
             }
         };
         let mut a = Vec::with_capacity(n);
@@ -399,7 +454,8 @@ impl AdaptiveWeight {
     }
 }
 
-/// The full MeanFlow loss on one batch: target, then adaptive weighting.
+/// The full MeanFlow loss on one batch: target along the conditional velocity, then adaptive
+/// weighting (the original MeanFlow; [`MeanFlowLoss`] chooses the tangent).
 ///
 /// # Errors
 /// As [`meanflow_target`].
@@ -412,8 +468,42 @@ pub fn meanflow_loss<M: AverageVelocityJvp<D>, const D: usize>(
     condition: &Condition,
     weight: AdaptiveWeight,
 ) -> Result<Tensor<1>> {
-    let MeanFlowTarget { prediction, target, .. } = meanflow_target(model, x, v, a, b, condition)?;
-    Ok(weight.loss(prediction, target))
+    MeanFlowLoss { weight, tangent: JvpTangent::Conditional }.loss(model, x, v, a, b, condition)
+}
+
+/// The MeanFlow loss as a value: the adaptive weight and the JVP's tangent.
+/// `MeanFlowLoss::default()` is the original MeanFlow (p = 1, conditional tangent);
+/// `MeanFlowLoss::improved()` is improved MeanFlow (iMF: the model's own velocity as tangent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MeanFlowLoss {
+    /// The per-sample adaptive weight.
+    pub weight: AdaptiveWeight,
+    /// The JVP's direction in `x`.
+    pub tangent: JvpTangent,
+}
+
+impl MeanFlowLoss {
+    /// Improved MeanFlow (arXiv:2512.02012): the model's velocity as tangent, p = 1.
+    pub fn improved() -> Self {
+        Self { weight: AdaptiveWeight::default(), tangent: JvpTangent::Model }
+    }
+
+    /// The weighted loss at `(x_a, a, b)` with conditional velocity `v`.
+    ///
+    /// # Errors
+    /// As [`meanflow_target`].
+    pub fn loss<M: AverageVelocityJvp<D>, const D: usize>(
+        &self,
+        model: &M,
+        x: Tensor<D>,
+        v: Tensor<D>,
+        a: &Times,
+        b: &Times,
+        condition: &Condition,
+    ) -> Result<Tensor<1>> {
+        let MeanFlowTarget { prediction, target, .. } = meanflow_target_along(model, x, v, self.tangent, a, b, condition)?;
+        Ok(self.weight.loss(prediction, target))
+    }
 }
 
 #[cfg(test)]
@@ -447,5 +537,56 @@ mod tests {
         let none = MeanFlowGuidance { omega: 1.0, kappa: 0.0 };
         assert_eq!(tensor_to_vec(none.guided_velocity(&Toy, x.clone(), v.clone(), &a, &labels, &Condition::none()).unwrap()), vec![10.0, 20.0]);
         assert!(MeanFlowGuidance { omega: f64::NAN, kappa: 0.0 }.guided_velocity(&Toy, x, v, &a, &labels, &Condition::none()).is_err());
+    }
+
+    #[test]
+    fn the_tangent_is_the_conditional_or_the_model_velocity() {
+        // ū(x, a, b) = 2x + a: ū(x, a, a) = 2x + a and JVP along (w, 1, 0) = 2w + 1.
+        let device = Device::flex();
+        let model = DualFn(|x: Dual<2>, a: Dual<2>, _b: Dual<2>| x.mul_scalar(2.0).add(a));
+        let x = tensor_from_rows(&[vec![1.0, -1.0], vec![0.5, 3.0]], &device);
+        let v = tensor_from_rows(&[vec![4.0, 0.0], vec![-2.0, 1.0]], &device);
+        let a = Times::per_sample(vec![0.2, 0.5]).unwrap();
+        let b = Times::per_sample(vec![0.7, 0.5]).unwrap();
+        let conditional = meanflow_target_along(&model, x.clone(), v.clone(), JvpTangent::Conditional, &a, &b, &Condition::none()).unwrap();
+        // Row 0: v + 0.5 (2v + 1); row 1 has a = b: the target is v.
+        assert_eq!(tensor_to_vec(conditional.target), vec![4.0 + 0.5 * 9.0, 0.5 * 1.0, -2.0, 1.0]);
+        let improved = meanflow_target_along(&model, x, v, JvpTangent::Model, &a, &b, &Condition::none()).unwrap();
+        // Row 0: w = 2x + 0.2 = (2.2, −1.8), JVP = 2w + 1 = (5.4, −2.6), target v + 0.5 JVP.
+        let close = |got: Vec<f64>, want: [f64; 4]| {
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-5, "{got:?} vs {want:?}");
+            }
+        };
+        close(tensor_to_vec(improved.target), [4.0 + 0.5 * 5.4, 0.5 * -2.6, -2.0, 1.0]);
+        close(tensor_to_vec(improved.prediction), [2.2, -1.8, 1.5, 6.5]);
+    }
+
+    #[test]
+    fn time_pairs_follow_their_densities() {
+        use rand::SeedableRng;
+        let n = 20_000;
+        // P(min of two draws < 0.5 or 0.1) in the paper's time r = 1 − b.
+        let phi_04 = 0.655_421_7; // Φ(0.4): P(σ(−0.4 + z) < 0.5)
+        let arcsine_01 = 2.0 / std::f64::consts::PI * 0.1f64.sqrt().asin(); // Beta(½, ½) CDF at 0.1
+        let cases = [
+            (PairDensity::Uniform, 0.1, 1.0 - 0.9f64 * 0.9),
+            (PairDensity::LogitNormal { mean: -0.4, std: 1.0 }, 0.5, 1.0 - (1.0 - phi_04) * (1.0 - phi_04)),
+            (PairDensity::Beta { alpha: 0.5, beta: 0.5 }, 0.1, 1.0 - (1.0 - arcsine_01) * (1.0 - arcsine_01)),
+        ];
+        for (density, cut, want) in cases {
+            let sampling = TimePairSampling { density, equal_fraction: 0.25 };
+            let (a, b) = sampling.sample(n, &mut rand::rngs::StdRng::seed_from_u64(9)).unwrap();
+            let (a, b) = (a.to_vec(), b.to_vec());
+            assert!(a.iter().zip(&b).all(|(a, b)| a <= b), "{density:?}: a <= b");
+            let equal = a.iter().zip(&b).filter(|(a, b)| a == b).count() as f64 / n as f64;
+            assert!((equal - 0.25).abs() < 0.015, "{density:?}: equal fraction {equal}");
+            let unequal: Vec<f64> = a.iter().zip(&b).filter(|(a, b)| a != b).map(|(_, b)| 1.0 - b).collect();
+            let below = unequal.iter().filter(|&&r| r < cut).count() as f64 / unequal.len() as f64;
+            assert!((below - want).abs() < 0.015, "{density:?}: P(r < {cut}) = {below}, want {want}");
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        assert!(TimePairSampling { density: PairDensity::Beta { alpha: 0.0, beta: 1.0 }, equal_fraction: 0.5 }.sample(4, &mut rng).is_err());
+        assert!(TimePairSampling { density: PairDensity::Uniform, equal_fraction: 1.5 }.sample(4, &mut rng).is_err());
     }
 }
