@@ -72,10 +72,10 @@ pub(crate) fn is_flex(device: &Device) -> bool {
     device.clone().inner() == Device::flex()
 }
 
-/// The fused path applies to f32 tensors that all live on burn-flex (mixed devices take the
-/// plain path, which reports them as burn does).
-pub(crate) fn applies(x: &Tensor<2>, weight: &Tensor<2>, bias: &Tensor<1>) -> bool {
-    [x.device(), weight.device(), bias.device()].iter().all(is_flex) && [x.dtype(), weight.dtype(), bias.dtype()].iter().all(|d| *d == DType::F32)
+/// The fused paths apply to f32 tensors that all live on burn-flex (mixed devices take the
+/// plain path, which reports them as burn does); each tensor is given as `(device, dtype)`.
+pub(crate) fn all_flex_f32(parts: &[(Device, DType)]) -> bool {
+    parts.iter().all(|(device, dtype)| is_flex(device) && *dtype == DType::F32)
 }
 
 pub(crate) fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -164,7 +164,7 @@ fn dims(x: &FlexTensor, weight: &FlexTensor) -> (usize, usize, usize) {
 pub(crate) fn f32_data(t: &FlexTensor) -> Cow<'_, [f32]> {
     match t.layout().contiguous_offsets() {
         Some((start, end)) => Cow::Borrowed(&t.storage::<f32>()[start..end]),
-        None => Cow::Owned(t.clone().into_data().try_to_vec::<f32>().expect("an f32 tensor (checked by `applies`)")),
+        None => Cow::Owned(t.clone().into_data().try_to_vec::<f32>().expect("an f32 tensor (checked by `all_flex_f32`)")),
     }
 }
 

@@ -22,11 +22,11 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{DType, Shape, Tensor, TensorData};
+use burn::tensor::{Shape, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::flex::kernels::gemm_into_with;
-use crate::flex::{f32_data, is_flex, register_gradients};
+use crate::flex::{f32_data, register_gradients};
 
 /// The fused convolution's operations. Default bodies are burn's own convolution ops, so a
 /// backend listed without kernels of its own stays correct.
@@ -65,11 +65,6 @@ pub trait FusedConvBackend: Backend {
         let grad_bias = Self::float_reshape(Self::float_sum_dim(per_image, 0), Shape::new([channels]));
         (grad_x, grad_weight, grad_bias)
     }
-}
-
-/// Whether the fused path applies: f32 tensors that all live on burn-flex.
-pub(crate) fn applies(x: &Tensor<4>, weight: &Tensor<4>, bias: &Tensor<1>) -> bool {
-    [x.device(), weight.device(), bias.device()].iter().all(is_flex) && [x.dtype(), weight.dtype(), bias.dtype()].iter().all(|d| *d == DType::F32)
 }
 
 pub(crate) fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, stride: [usize; 2], padding: [usize; 2]) -> Tensor<4> {

@@ -17,10 +17,10 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{DType, Shape, Tensor, TensorData};
+use burn::tensor::{Shape, Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::flex::{f32_data, is_flex, register_gradients, simd};
+use crate::flex::{f32_data, register_gradients, simd};
 
 /// The fused group normalisation's operations. Default bodies are plain backend ops.
 #[backend_extension(Flex, Autodiff)]
@@ -104,11 +104,6 @@ mod plain {
         let dx = B::float_mul(B::float_sub(B::float_sub(g_hat, mean_g), B::float_mul(xhat, mean_gx)), rstd);
         (B::float_reshape(dx, shape), grad_gamma, grad_beta)
     }
-}
-
-/// Whether the fused path applies: f32 tensors that all live on burn-flex.
-pub(crate) fn applies<const D: usize>(x: &Tensor<D>, gamma: &Tensor<1>, beta: &Tensor<1>) -> bool {
-    [x.device(), gamma.device(), beta.device()].iter().all(is_flex) && [x.dtype(), gamma.dtype(), beta.dtype()].iter().all(|d| *d == DType::F32)
 }
 
 pub(crate) fn group_norm<const D: usize>(x: Tensor<D>, gamma: Tensor<1>, beta: Tensor<1>, groups: usize, epsilon: f64, silu: bool) -> Tensor<D> {

@@ -55,7 +55,7 @@ pub fn linear(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>, activati
         return Err(Error::ShapeMismatch { what: "linear bias", expected: vec![out], actual: b.dims().to_vec() });
     }
     #[cfg(feature = "flex")]
-    if let Some(b) = bias.as_ref().filter(|b| flex::applies(&x, &weight, b)) {
+    if let Some(b) = bias.as_ref().filter(|b| flex::all_flex_f32(&[(x.device(), x.dtype()), (weight.device(), weight.dtype()), (b.device(), b.dtype())])) {
         return Ok(flex::linear(x, weight, b.clone(), activation));
     }
     Ok(linear_reference(x, weight, bias, activation))
@@ -130,10 +130,11 @@ pub fn group_norm<const D: usize>(
     }
     #[cfg(feature = "flex")]
     {
-        let device = x.device();
-        let gamma = gamma.clone().unwrap_or_else(|| Tensor::ones([channels], &device));
-        let beta = beta.clone().unwrap_or_else(|| Tensor::zeros([channels], &device));
-        if flex_norm::applies(&x, &gamma, &beta) {
+        let parts: Vec<_> = gamma.iter().chain(&beta).map(|p| (p.device(), p.dtype())).chain([(x.device(), x.dtype())]).collect();
+        if flex::all_flex_f32(&parts) {
+            let device = x.device();
+            let gamma = gamma.unwrap_or_else(|| Tensor::ones([channels], &device));
+            let beta = beta.unwrap_or_else(|| Tensor::zeros([channels], &device));
             return Ok(flex_norm::group_norm(x, gamma, beta, groups, epsilon, activation == FusedActivation::Silu));
         }
     }
@@ -210,8 +211,9 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, stride: 
     }
     #[cfg(feature = "flex")]
     {
-        let b = bias.clone().unwrap_or_else(|| Tensor::zeros([out_channels], &weight.device()));
-        if flex_conv::applies(&x, &weight, &b) {
+        let parts: Vec<_> = bias.iter().map(|b| (b.device(), b.dtype())).chain([(x.device(), x.dtype()), (weight.device(), weight.dtype())]).collect();
+        if flex::all_flex_f32(&parts) {
+            let b = bias.unwrap_or_else(|| Tensor::zeros([out_channels], &weight.device()));
             return Ok(flex_conv::conv2d(x, weight, b, stride, padding));
         }
     }
