@@ -5,7 +5,8 @@ JSON lines (one per workload, side and pass), with the issue's targets.
     python3 benches/side_by_side.py target/side_by_side.jsonl
 
 Medians over the passes, [min-max] beside them. Ratios are speed-ups (> 1: flowforge faster).
-W3's GFLOP/s are also given as a share of flowforge's own GEMM peak measured in the same run.
+W3's GFLOP/s are also given as a share of flowforge's own GEMM peak measured in the same run
+(the faster of burn's matmul and flowforge's kernel GEMM).
 """
 import json
 import statistics
@@ -13,7 +14,8 @@ import sys
 
 # (workload, field, what, "time" | "rate" | "quality" | "memory", target)
 ROWS = [
-    ("gemm_peak", ("flowforge_gflops", "torch_gflops"), "GEMM 1024^3 GFLOP/s", "rate", None),
+    ("gemm_peak", ("flowforge_gflops", "torch_gflops"), "GEMM 1024^3 GFLOP/s, burn matmul", "rate", None),
+    ("gemm_peak", ("kernel_gflops", "torch_gflops"), "GEMM 1024^3 GFLOP/s, flowforge kernel", "rate", None),
     ("cfm_moons", "steps_per_s", "W1 train steps/s", "rate", 1.5),
     ("cfm_moons", "euler100_s", "W1 Euler-100, 10k points (s)", "time", 1.5),
     ("cfm_moons", "rk4_25_s", "W1 RK4-25, 10k points (s)", "time", 1.5),
@@ -76,7 +78,8 @@ def main(path):
         else:
             goal, met = f">= {target}x", ("yes" if ratio >= target else "NO")
         print(f"| {what} | {summary(ours)} | {summary(theirs)} | {shown} | {goal} | {met} |")
-    peak = values(records, "flowforge", "gemm_peak", "flowforge_gflops")
+    # The peak is the faster of burn's matmul and the kernel GEMM, per pass.
+    peak = [max(a, b) for a, b in zip(values(records, "flowforge", "gemm_peak", "flowforge_gflops"), values(records, "flowforge", "gemm_peak", "kernel_gflops"))] or values(records, "flowforge", "gemm_peak", "flowforge_gflops")
     if peak:
         p = statistics.median(peak)
         for field, what in PEAK_SHARE:

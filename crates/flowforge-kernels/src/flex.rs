@@ -1,6 +1,7 @@
 //! The fused linear layer as a burn backend extension: host kernels on burn-flex's f32 buffers
-//! (GEMMs by the `gemm` crate, the library burn-flex itself calls), and a hand-written backward
-//! for `Autodiff<B>`.
+//! (GEMMs by our AVX-512 micro-kernel in [`crate::sgemm`] where the CPU has AVX-512, otherwise by
+//! the `gemm` crate, the library burn-flex itself calls), and a hand-written backward for
+//! `Autodiff<B>`.
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -283,6 +284,20 @@ pub(crate) mod kernels {
     ) {
         assert!(dst.len() >= m * n && (m == 0 || k == 0 || (lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs)));
         assert!(n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
+        // Our AVX-512 micro-kernel where the CPU has one and C has at least half a tile each
+        // way (12 × 32; narrower products waste most of each tile and stay with `gemm`).
+        if crate::sgemm::available() && m >= 6 && n >= 16 {
+            let threads = match parallelism {
+                gemm::Parallelism::None => 1,
+                gemm::Parallelism::Rayon(0) => rayon::current_num_threads(),
+                gemm::Parallelism::Rayon(t) => t,
+            };
+            let lhs = crate::sgemm::MatRef { ptr: lhs.as_ptr(), rs: lhs_rs, cs: lhs_cs };
+            let rhs = crate::sgemm::MatRef { ptr: rhs.as_ptr(), rs: rhs_rs, cs: rhs_cs };
+            // SAFETY: as below.
+            unsafe { crate::sgemm::sgemm(m, n, k, lhs, rhs, dst.as_mut_ptr(), n, read_dst, threads) };
+            return;
+        }
         // SAFETY: the asserts above keep every index gemm reads or writes inside the slices;
         // dst does not alias lhs or rhs (a `&mut` and two `&`).
         unsafe {
@@ -348,8 +363,8 @@ pub(crate) mod kernels {
     }
 }
 
-/// Element-wise loops written so LLVM vectorises them; on x86-64 they are compiled a second
-/// time with AVX2 + FMA and chosen at run time (the crate itself targets baseline x86-64).
+/// Element-wise loops written so LLVM vectorises them; on x86-64 they are compiled again for
+/// AVX2 + FMA and for AVX-512 and chosen at run time (the crate itself targets baseline x86-64).
 pub(crate) mod simd {
     /// `eˣ` for f32 (Cephes `expf`: `2ⁿ·p(r)` with `x = n ln 2 + r`, |r| ≤ ln2/2; relative
     /// error ≈ 1e-7), branch-free so it vectorises. Inputs are clamped to [−87.3, 88.7].
@@ -404,57 +419,67 @@ pub(crate) mod simd {
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    fn silu_avx2(z: &mut [f32]) {
-        silu_portable(z)
+    /// One element-wise loop compiled for AVX-512, for AVX2 + FMA and for baseline x86-64 (or
+    /// the target's default elsewhere), the widest the CPU has chosen at run time.
+    macro_rules! dispatch {
+        ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) => $portable:ident) => {
+            $(#[$doc])*
+            $vis fn $name($($arg: $ty),*) {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+                    fn wide($($arg: $ty),*) {
+                        $portable($($arg),*)
+                    }
+                    #[target_feature(enable = "avx2,fma")]
+                    fn narrow($($arg: $ty),*) {
+                        $portable($($arg),*)
+                    }
+                    match level() {
+                        // SAFETY: the CPU has the features (checked at run time).
+                        Level::Avx512 => return unsafe { wide($($arg),*) },
+                        Level::Avx2 => return unsafe { narrow($($arg),*) },
+                        Level::Baseline => {}
+                    }
+                }
+                $portable($($arg),*)
+            }
+        };
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    fn silu_into_avx2(y: &mut [f32], z: &[f32]) {
-        silu_into_portable(y, z)
+    #[derive(Clone, Copy)]
+    enum Level {
+        Avx512,
+        Avx2,
+        Baseline,
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    fn silu_backward_avx2(grad: &mut [f32], z: &[f32]) {
-        silu_backward_portable(grad, z)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    fn has_avx2() -> bool {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-
-    /// `z ← z·σ(z)`.
-    pub(crate) fn silu(z: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            // SAFETY: the CPU has AVX2 and FMA (checked at run time).
-            return unsafe { silu_avx2(z) };
+    fn level() -> Level {
+        use std::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512dq") && has!("avx2") && has!("fma") {
+            Level::Avx512
+        } else if has!("avx2") && has!("fma") {
+            Level::Avx2
+        } else {
+            Level::Baseline
         }
-        silu_portable(z)
     }
 
-    /// `y ← z·σ(z)`.
-    pub(super) fn silu_into(y: &mut [f32], z: &[f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            // SAFETY: as in `silu`.
-            return unsafe { silu_into_avx2(y, z) };
-        }
-        silu_into_portable(y, z)
+    dispatch! {
+        /// `z ← z·σ(z)`.
+        pub(crate) fn silu(z: &mut [f32]) => silu_portable
     }
 
-    /// `grad ← grad·σ(z)(1 + z(1 − σ(z)))`.
-    pub(crate) fn silu_backward(grad: &mut [f32], z: &[f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            // SAFETY: as in `silu`.
-            return unsafe { silu_backward_avx2(grad, z) };
-        }
-        silu_backward_portable(grad, z)
+    dispatch! {
+        /// `y ← z·σ(z)`.
+        pub(super) fn silu_into(y: &mut [f32], z: &[f32]) => silu_into_portable
+    }
+
+    dispatch! {
+        /// `grad ← grad·σ(z)(1 + z(1 − σ(z)))`.
+        pub(crate) fn silu_backward(grad: &mut [f32], z: &[f32]) => silu_backward_portable
     }
 
     #[cfg(test)]

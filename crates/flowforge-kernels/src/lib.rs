@@ -26,6 +26,8 @@ pub mod flex;
 pub mod flex_conv;
 #[cfg(feature = "flex")]
 pub mod flex_norm;
+#[cfg(feature = "flex")]
+mod sgemm;
 
 /// The nonlinearity applied after the affine map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
