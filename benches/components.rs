@@ -6,7 +6,7 @@
 //! cargo bench --bench components
 //! ```
 
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use flowforge::data::{Toy2d, rng, standard_normal};
@@ -17,9 +17,12 @@ use flowforge::losses::time_sampling::TimeSampling;
 use flowforge::metrics::linear_sum_assignment;
 use flowforge::nets::{DitConfig, MlpConfig, UNetConfig, predicting};
 use flowforge::paths::{AffinePath, CondOt, DiscreteScheduleConfig};
+use flowforge::train::FusedAdam;
 use flowforge::{Condition, Noise, Velocity};
 
 fn losses(c: &mut Criterion) {
+    // The first group runs first: make this thread a compute thread before rayon is used.
+    flowforge::threads::compute_on_calling_thread();
     let device: Device = flowforge::default_device().autodiff();
     let batch = 256;
     let mut r = rng(0);
@@ -69,7 +72,7 @@ fn mlp_step(c: &mut Criterion) {
         let t = Tensor::<2>::random([batch, 1], burn::tensor::Distribution::Uniform(0.0, 1.0), &device);
         let target = standard_normal([batch, 2], &mut r, &device);
         let mut model = Some(MlpConfig::new(2).init(&device).expect("mlp"));
-        let mut optimizer = AdamConfig::new().init();
+        let mut optimizer = FusedAdam::default().into_module_optimizer();
         group.bench_with_input(BenchmarkId::new("train", batch), &batch, |b, _| {
             b.iter(|| {
                 let m = model.take().expect("model");

@@ -37,6 +37,7 @@ impl Model<2> for Mlp {
 }
 
 fn bench(c: &mut Criterion) {
+    flowforge::threads::compute_on_calling_thread();
     let device = flowforge::default_device();
     let mlp = Mlp::new(&device);
     let x = standard_normal([4096, 2], &mut rng(0), &device);

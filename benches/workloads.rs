@@ -8,6 +8,7 @@
 //! cargo bench --bench workloads -- --only cfm_moons  # one workload
 //! cargo bench --bench workloads -- --seed 1          # W1/W2 with every seed shifted by 1
 //! cargo bench --bench workloads -- --system-allocator  # without flowforge::allocator::retain_freed_memory
+//! cargo bench --bench workloads -- --caller-outside-pool  # without flowforge::threads::compute_on_calling_thread
 //! ```
 //!
 //! W0 `gemm_peak` (1,024³ and 2,048³ f32 GEMM by burn's matmul and by flowforge's kernel; the
@@ -20,7 +21,7 @@
 //! images).
 
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Tensor};
 use flowforge::data::{Toy2d, points_to_tensor, rng, standard_normal, tensor_to_points};
 use flowforge::losses::RegressionLoss;
@@ -29,7 +30,7 @@ use flowforge::metrics::{as_rows, energy_distance, wasserstein2};
 use flowforge::nets::{Mlp, MlpConfig, UNetConfig, predicting};
 use flowforge::paths::{AffinePath, CondOt, DiscreteScheduleConfig};
 use flowforge::samplers::{Ddim, DdimSpacing, Ddpm, Euler, NoNoise, PathModel, Rk4, SeededNoise, SolveOptions, TimeGrid, solve};
-use flowforge::train::{Trainer, TrainerConfig};
+use flowforge::train::{FusedAdam, Trainer, TrainerConfig};
 use flowforge::{Condition, Noise, Velocity};
 use std::time::Instant;
 
@@ -230,7 +231,7 @@ fn mlp_step_micro(device: &Device) -> flowforge::Result<Fields> {
         let target = standard_normal([batch, 2], &mut r, &train_device);
         device.seed(0);
         let mut model = MlpConfig::new(2).init(&train_device)?;
-        let mut optimizer = AdamConfig::new().init();
+        let mut optimizer = FusedAdam::default().into_module_optimizer();
         let mut times = Vec::new();
         for i in 0..60 {
             let start = Instant::now();
@@ -287,7 +288,7 @@ fn unet_digits_step(device: &Device) -> flowforge::Result<Fields> {
     };
     let path = AffinePath::new(CondOt::default());
     let objective = RegressionLoss::new(path.clone());
-    let mut optimizer = AdamConfig::new().init();
+    let mut optimizer = FusedAdam::default().into_module_optimizer();
     let mut r = rng(1);
     let (mut times, mut losses) = (Vec::new(), Vec::new());
     for i in 0..35 {
@@ -344,6 +345,10 @@ fn main() -> std::process::ExitCode {
     // `--system-allocator` keeps glibc's defaults (large buffers mmapped and unmapped per op).
     let retained = !args.iter().any(|a| a == "--system-allocator") && flowforge::allocator::retain_freed_memory();
     eprintln!("allocator: freed memory {}", if retained { "retained for reuse (flowforge::allocator)" } else { "returned (glibc defaults)" });
+    // `--caller-outside-pool` leaves rayon's default pool (every parallel region handed over
+    // to pool threads while this thread sleeps).
+    let computes = !args.iter().any(|a| a == "--caller-outside-pool") && flowforge::threads::compute_on_calling_thread();
+    eprintln!("threads: {}", if computes { "this thread is a compute thread (flowforge::threads)" } else { "work handed to rayon's pool (defaults)" });
     let device = flowforge::default_device();
     let workloads: [(&str, fn(&Device) -> flowforge::Result<Fields>); 5] =
         [("gemm_peak", gemm_peak), ("cfm_moons", cfm_moons), ("ddpm_moons", ddpm_moons), ("mlp_step_micro", mlp_step_micro), ("unet_digits_step", unet_digits_step)];

@@ -251,8 +251,10 @@ pub fn ensure_writable(folder: &Path) -> Result<(), ArgError> {
 }
 
 /// Runs an example's body: prints `--help` and exits 0, prints any error with its message
-/// (not its `Debug` form) and exits 1.
+/// (not its `Debug` form) and exits 1. The calling thread becomes one of the compute threads
+/// first ([`crate::threads::compute_on_calling_thread`]).
 pub fn main(body: impl FnOnce() -> Result<(), Box<dyn std::error::Error>>) -> ExitCode {
+    crate::threads::compute_on_calling_thread();
     match body() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => match error.downcast_ref::<ArgError>() {

@@ -48,6 +48,7 @@ pub use burn;
 
 pub mod allocator;
 pub mod cli;
+pub mod threads;
 pub use flowforge_core as core;
 pub use flowforge_data as data;
 pub use flowforge_guidance as guidance;

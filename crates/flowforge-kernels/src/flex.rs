@@ -482,6 +482,37 @@ pub(crate) mod simd {
         pub(crate) fn silu_backward(grad: &mut [f32], z: &[f32]) => silu_backward_portable
     }
 
+    /// The per-step scalars of one Adam update (see [`crate::AdamStep`]), in f32.
+    #[derive(Clone, Copy)]
+    pub(crate) struct AdamScalars {
+        pub beta1: f32,
+        pub beta2: f32,
+        /// `1 − β₁` and `1 − β₂` rounded from f64: in f32, `1 − 0.999` loses four digits.
+        pub one_minus_beta1: f32,
+        pub one_minus_beta2: f32,
+        pub step_size: f32,
+        pub epsilon_hat: f32,
+        pub decay: f32,
+    }
+
+    #[inline(always)]
+    fn adam_portable(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], c: &AdamScalars) {
+        let (one_minus_b1, one_minus_b2) = (c.one_minus_beta1, c.one_minus_beta2);
+        for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+            let m1 = c.beta1 * *m + one_minus_b1 * g;
+            let m2 = c.beta2 * *v + one_minus_b2 * (g * g);
+            *m = m1;
+            *v = m2;
+            *p = *p * c.decay - c.step_size * m1 / (m2.sqrt() + c.epsilon_hat);
+        }
+    }
+
+    dispatch! {
+        /// One Adam(W) update in place: `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
+        /// `p ← decay·p − step_size·m/(√v + ε̂)`.
+        pub(crate) fn adam(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], c: &AdamScalars) => adam_portable
+    }
+
     #[cfg(test)]
     mod tests {
         #[test]

@@ -23,6 +23,8 @@ use flowforge_core::{Error, Result};
 #[cfg(feature = "flex")]
 pub mod flex;
 #[cfg(feature = "flex")]
+pub mod flex_adam;
+#[cfg(feature = "flex")]
 pub mod flex_conv;
 #[cfg(feature = "flex")]
 pub mod flex_norm;
@@ -231,6 +233,91 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, stride: 
 /// On inconsistent shapes, as burn does ([`conv2d`] checks them first).
 pub fn conv2d_reference(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, stride: [usize; 2], padding: [usize; 2]) -> Tensor<4> {
     burn::tensor::module::conv2d(x, weight, bias, burn::tensor::ops::ConvOptions::new(stride, padding, [1, 1], 1))
+}
+
+/// The per-step scalars of one Adam or AdamW update (Kingma & Ba, *Adam*, ICLR 2015;
+/// Loshchilov & Hutter, *Decoupled Weight Decay Regularization*, ICLR 2019), computed on the
+/// host in f64 so the kernel is one fused multiply-add chain per element:
+///
+/// ```text
+/// m ← β₁ m + (1 − β₁) g
+/// v ← β₂ v + (1 − β₂) g²
+/// p ← decay · p − step_size · m / (√v + ε̂)
+/// step_size = lr · √(1 − β₂ᵗ) / (1 − β₁ᵗ),  ε̂ = ε · √(1 − β₂ᵗ),  decay = 1 − lr · λ
+/// ```
+///
+/// which is `torch.optim.Adam(W)`'s `p ← p − lr · m̂ / (√v̂ + ε)` with `m̂ = m/(1 − β₁ᵗ)`,
+/// `v̂ = v/(1 − β₂ᵗ)` multiplied through by `√(1 − β₂ᵗ)` (burn-optim's form).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamStep {
+    /// β₁, the first moment's decay.
+    pub beta1: f64,
+    /// β₂, the second moment's decay.
+    pub beta2: f64,
+    /// `lr · √(1 − β₂ᵗ) / (1 − β₁ᵗ)`.
+    pub step_size: f64,
+    /// `ε · √(1 − β₂ᵗ)`.
+    pub epsilon_hat: f64,
+    /// `1 − lr · λ` (decoupled weight decay λ; 1 for Adam).
+    pub decay: f64,
+}
+
+impl AdamStep {
+    /// The scalars of step `t` (1 for the first update) at learning rate `lr`, decoupled weight
+    /// decay `weight_decay` (0 for plain Adam).
+    pub fn new(lr: f64, beta1: f64, beta2: f64, epsilon: f64, weight_decay: f64, t: usize) -> Self {
+        let t = t.max(1) as i32;
+        let bias2 = (1.0 - beta2.powi(t)).sqrt();
+        AdamStep { beta1, beta2, step_size: lr * bias2 / (1.0 - beta1.powi(t)), epsilon_hat: epsilon * bias2, decay: 1.0 - lr * weight_decay }
+    }
+}
+
+/// One Adam(W) update of a parameter tensor: `(p′, m′, v′)` from the parameter, its gradient and
+/// the moments (`None` before the first step: zeros). One pass in place on burn-flex (the
+/// buffers are copied first when shared, so a clone the caller keeps is never changed); plain
+/// burn ops elsewhere ([`adam_update_reference`]).
+///
+/// # Shapes
+/// All tensors share one shape; the outputs have it too.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] when the gradient or a moment has another shape than the parameter.
+pub fn adam_update<const D: usize>(
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    moments: Option<(Tensor<D>, Tensor<D>)>,
+    step: &AdamStep,
+) -> Result<(Tensor<D>, Tensor<D>, Tensor<D>)> {
+    let dims = param.dims();
+    let (m, v) = moments.unwrap_or_else(|| (Tensor::zeros(dims, &param.device()), Tensor::zeros(dims, &param.device())));
+    for (what, t) in [("adam gradient", &grad), ("adam first moment", &m), ("adam second moment", &v)] {
+        if t.dims() != dims {
+            return Err(Error::ShapeMismatch { what, expected: dims.to_vec(), actual: t.dims().to_vec() });
+        }
+    }
+    #[cfg(feature = "flex")]
+    if flex::all_flex_f32(&[(param.device(), param.dtype()), (grad.device(), grad.dtype()), (m.device(), m.dtype()), (v.device(), v.dtype())]) {
+        return Ok(flex_adam::adam(param, grad, m, v, step));
+    }
+    Ok(adam_update_reference(param, grad, m, v, step))
+}
+
+/// [`adam_update`] with plain burn ops (any backend): the definition the kernel must match.
+///
+/// # Panics
+/// On mismatched shapes ([`adam_update`] checks them first).
+pub fn adam_update_reference<const D: usize>(
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    m: Tensor<D>,
+    v: Tensor<D>,
+    step: &AdamStep,
+) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+    let m = m.mul_scalar(step.beta1).add(grad.clone().mul_scalar(1.0 - step.beta1));
+    let v = v.mul_scalar(step.beta2).add(grad.square().mul_scalar(1.0 - step.beta2));
+    let delta = m.clone().div(v.clone().sqrt().add_scalar(step.epsilon_hat)).mul_scalar(step.step_size);
+    let p = if step.decay == 1.0 { param } else { param.mul_scalar(step.decay) };
+    (p - delta, m, v)
 }
 
 /// Whether [`linear`] runs the fused kernel for tensors on `device` (f32 on burn-flex with the
@@ -442,6 +529,57 @@ mod tests {
         let big = Tensor::<4>::zeros([1, 1, 5, 5], &d);
         assert!(matches!(conv2d(x.clone(), big, None, [1, 1], [0, 0]), Err(Error::InvalidParameter { .. })));
         assert!(matches!(conv2d(x, w, Some(Tensor::zeros([3], &d)), [1, 1], [0, 0]), Err(Error::ShapeMismatch { what: "conv2d bias", .. })));
+    }
+
+    /// Five Adam and AdamW steps by the fused update against plain burn ops, on a tensor above
+    /// the threading threshold and on a small one, with the caller keeping clones of the
+    /// parameter and the moments (which must not change), and the first step by hand.
+    #[test]
+    fn adam_update_matches_plain_ops_and_leaves_shared_buffers_alone() {
+        let d = device();
+        for (rows, cols) in [(3usize, 5usize), (300, 257)] {
+            for weight_decay in [0.0, 0.05] {
+                d.seed(7);
+                let mut p = Tensor::<2>::random([rows, cols], Distribution::Normal(0.0, 1.0), &d);
+                let mut reference = (p.clone(), Tensor::zeros([rows, cols], &d), Tensor::zeros([rows, cols], &d));
+                let mut moments = None;
+                for t in 1..=5 {
+                    let g = Tensor::<2>::random([rows, cols], Distribution::Normal(0.0, 2.0), &d);
+                    let step = AdamStep::new(1e-2, 0.9, 0.999, 1e-8, weight_decay, t);
+                    let kept = p.clone().into_data();
+                    let kept_moments = moments.as_ref().map(|(m, v): &(Tensor<2>, Tensor<2>)| (m.clone(), v.clone()));
+                    let kept_m = kept_moments.as_ref().map(|(m, _)| m.clone().into_data());
+                    let (p2, m2, v2) = adam_update(p.clone(), g.clone(), kept_moments, &step).unwrap();
+                    assert_eq!(p.clone().into_data(), kept, "the caller's clone of the parameter changed");
+                    if let (Some((m, _)), Some(kept_m)) = (moments.as_ref(), kept_m) {
+                        assert_eq!(m.clone().into_data(), kept_m, "the caller's clone of the moment changed");
+                    }
+                    let (rp, rm, rv) = adam_update_reference(reference.0, g, reference.1, reference.2, &step);
+                    let case = format!("{rows}×{cols} λ={weight_decay} t={t}");
+                    assert!(max_abs_diff(p2.clone(), rp.clone()) < 1e-6, "param {case}");
+                    assert!(max_abs_diff(m2.clone(), rm.clone()) < 1e-6, "m {case}");
+                    assert!(max_abs_diff(v2.clone(), rv.clone()) < 1e-6, "v {case} {}", max_abs_diff(v2.clone(), rv.clone()));
+                    reference = (rp, rm, rv);
+                    (p, moments) = (p2, Some((m2, v2)));
+                }
+            }
+        }
+        // First step by hand: m̂ = g, v̂ = g², so p′ = p − lr·g/(|g| + ε) (≈ p − lr·sign g).
+        let p = Tensor::<1>::from_data(TensorData::new(vec![1.0f32, -2.0, 0.5], [3]), &d);
+        let g = Tensor::<1>::from_data(TensorData::new(vec![0.5f32, -4.0, 0.0], [3]), &d);
+        let (p1, m1, v1) = adam_update(p, g, None, &AdamStep::new(0.1, 0.9, 0.999, 1e-8, 0.0, 1)).unwrap();
+        let p1 = p1.into_data().try_to_vec::<f32>().unwrap();
+        for (got, want) in p1.iter().zip([1.0 - 0.1 * 0.5 / (0.5 + 1e-8), -2.0 + 0.1 * 4.0 / (4.0 + 1e-8), 0.5]) {
+            assert!((f64::from(*got) - want).abs() < 1e-6, "{p1:?}");
+        }
+        assert_eq!(m1.into_data().try_to_vec::<f32>().unwrap(), vec![0.05, -0.4, 0.0]);
+        let v1 = v1.into_data().try_to_vec::<f32>().unwrap();
+        assert!((v1[1] - 0.016).abs() < 1e-7, "{v1:?}");
+        let wrong = Tensor::<1>::zeros([4], &d);
+        assert!(matches!(
+            adam_update(Tensor::<1>::zeros([3], &d), wrong, None, &AdamStep::new(0.1, 0.9, 0.999, 1e-8, 0.0, 1)),
+            Err(Error::ShapeMismatch { what: "adam gradient", .. })
+        ));
     }
 
     #[cfg(feature = "flex")]

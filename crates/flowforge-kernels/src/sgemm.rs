@@ -60,8 +60,13 @@ struct Arch {
     mr: usize,
     nr: usize,
     mc: usize,
-    kernel: unsafe fn(usize, *const f32, *const f32, *mut f32, usize, bool),
+    /// The micro-kernel on a packed A sliver: `(kc, a, lda (unused), b, c, ldc, accumulate)`.
+    kernel: Kernel,
+    /// The same reading a row-major A in place (`lda` its row stride).
+    kernel_rows: Kernel,
 }
+
+type Kernel = unsafe fn(usize, *const f32, usize, *const f32, *mut f32, usize, bool);
 
 fn arch() -> Option<Arch> {
     use std::sync::OnceLock;
@@ -72,7 +77,7 @@ fn arch() -> Option<Arch> {
             // AVX2-only CPUs keep the `gemm` crate: a 6 × 16 AVX2 kernel written like the one
             // below measured 0.92× of it on the same machine.
             if is_x86_feature_detected!("avx512f") {
-                return Some(Arch { mr: 12, nr: 32, mc: 144, kernel: x86::kernel_12x32 });
+                return Some(Arch { mr: 12, nr: 32, mc: 144, kernel: x86::kernel_12x32, kernel_rows: x86::kernel_12x32_rows });
             }
         }
         None
@@ -140,7 +145,11 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c
 /// The five BLIS loops on one thread.
 #[allow(clippy::too_many_arguments)]
 unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut, accumulate: bool) {
-    let Arch { mr, nr, mc, kernel } = arch;
+    let Arch { mr, nr, mc, kernel, kernel_rows } = arch;
+    // A row-major A is read in place by the micro-kernel (its twelve rows of one KC block are
+    // 12 KiB, as L1-friendly as a packed sliver): packing it was a fifth of an inference
+    // pass. Only a last sliver of fewer than MR rows is packed (zero-padded).
+    let direct = a.cs == 1;
     PACK_A.with_borrow_mut(|pack_a| {
         PACK_B.with_borrow_mut(|pack_b| {
             let nc_max = NC.min(n.next_multiple_of(nr));
@@ -157,19 +166,28 @@ unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: M
                     unsafe { pack_b_block(pack_b, b, p0, kc, j0, nc, nr) };
                     for i0 in (0..m).step_by(mc) {
                         let mcb = mc.min(m - i0);
-                        unsafe { pack_a_block(pack_a, a, i0, mcb, p0, kc, mr) };
+                        // Rows [i0, i0 + full) are read in place when `direct`; the rest packed.
+                        let full = if direct { mcb - mcb % mr } else { 0 };
+                        if full < mcb {
+                            unsafe { pack_a_block(pack_a, a, i0 + full, mcb - full, p0, kc, mr) };
+                        }
                         for jr in (0..nc).step_by(nr) {
                             let nrb = nr.min(nc - jr);
                             let bp = unsafe { pack_b.as_ptr().add(jr * kc) };
                             for ir in (0..mcb).step_by(mr) {
                                 let mrb = mr.min(mcb - ir);
-                                let ap = unsafe { pack_a.as_ptr().add(ir * kc) };
                                 let cp = unsafe { c.ptr.add((i0 + ir) * c.rs + j0 + jr) };
-                                if mrb == mr && nrb == nr {
-                                    unsafe { kernel(kc, ap, bp, cp, c.rs, acc) };
+                                let (kern, ap, lda): (Kernel, *const f32, usize) = if ir < full {
+                                    (kernel_rows, unsafe { a.ptr.add((i0 + ir) * a.rs + p0) }, a.rs)
                                 } else {
-                                    // An edge tile: full tile into scratch, then the valid part.
-                                    unsafe { kernel(kc, ap, bp, tile.as_mut_ptr(), nr, false) };
+                                    (kernel, unsafe { pack_a.as_ptr().add((ir - full) * kc) }, 0)
+                                };
+                                if mrb == mr && nrb == nr {
+                                    unsafe { kern(kc, ap, lda, bp, cp, c.rs, acc) };
+                                } else {
+                                    // An edge tile: full tile into scratch, then the valid part
+                                    // (a partial row tile is always packed, so no read past A).
+                                    unsafe { kern(kc, ap, lda, bp, tile.as_mut_ptr(), nr, false) };
                                     for i in 0..mrb {
                                         let row = unsafe { std::slice::from_raw_parts_mut(cp.add(i * c.rs), nrb) };
                                         let src = &tile[i * nr..i * nr + nrb];
@@ -199,6 +217,9 @@ fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 }
 
 /// Packs `B[p0..p0+kc, j0..j0+nc]` as `⌈nc/nr⌉` slivers of `kc × nr` (row-major, zero-padded).
+/// Compiled for AVX-512 (only called where the micro-kernel runs), so the short row copies are
+/// inline `zmm` moves rather than `memmove` calls (a tenth of a large-batch training step).
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
 unsafe fn pack_b_block(dst: &mut [f32], b: MatRef, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize) {
     for (s, jr) in (0..nc).step_by(nr).enumerate() {
         let w = nr.min(nc - jr);
@@ -206,7 +227,11 @@ unsafe fn pack_b_block(dst: &mut [f32], b: MatRef, p0: usize, kc: usize, j0: usi
         for p in 0..kc {
             let out = &mut sliver[p * nr..(p + 1) * nr];
             let src = unsafe { b.ptr.add((p0 + p) * b.rs + (j0 + jr) * b.cs) };
-            if b.cs == 1 {
+            if b.cs == 1 && w == 32 && nr == 32 {
+                let out: &mut [f32; 32] = out.try_into().expect("nr = 32");
+                *out = unsafe { *(src as *const [f32; 32]) };
+                continue;
+            } else if b.cs == 1 {
                 out[..w].copy_from_slice(unsafe { std::slice::from_raw_parts(src, w) });
             } else {
                 for (j, o) in out[..w].iter_mut().enumerate() {
@@ -219,6 +244,8 @@ unsafe fn pack_b_block(dst: &mut [f32], b: MatRef, p0: usize, kc: usize, j0: usi
 }
 
 /// Packs `A[i0..i0+mc, p0..p0+kc]` as `⌈mc/mr⌉` slivers of `kc × mr` (column-major, zero-padded).
+/// Compiled for AVX-512 as [`pack_b_block`] is.
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
 unsafe fn pack_a_block(dst: &mut [f32], a: MatRef, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize) {
     for (s, ir) in (0..mc).step_by(mr).enumerate() {
         let h = mr.min(mc - ir);
@@ -226,9 +253,14 @@ unsafe fn pack_a_block(dst: &mut [f32], a: MatRef, i0: usize, mc: usize, p0: usi
         if a.rs == 1 {
             // Column-major A (a transpose read through strides): each column is contiguous.
             for p in 0..kc {
-                let src = unsafe { std::slice::from_raw_parts(a.ptr.add((i0 + ir) + (p0 + p) * a.cs), h) };
-                sliver[p * mr..p * mr + h].copy_from_slice(src);
-                sliver[p * mr + h..(p + 1) * mr].fill(0.0);
+                let src = unsafe { a.ptr.add((i0 + ir) + (p0 + p) * a.cs) };
+                if h == 12 && mr == 12 {
+                    let out: &mut [f32; 12] = (&mut sliver[p * 12..p * 12 + 12]).try_into().expect("mr = 12");
+                    *out = unsafe { *(src as *const [f32; 12]) };
+                } else {
+                    sliver[p * mr..p * mr + h].copy_from_slice(unsafe { std::slice::from_raw_parts(src, h) });
+                    sliver[p * mr + h..(p + 1) * mr].fill(0.0);
+                }
             }
         } else {
             // Row-major A: walk k with the sliver's rows as parallel streams, so that the
@@ -252,22 +284,34 @@ unsafe fn pack_a_block(dst: &mut [f32], a: MatRef, i0: usize, mc: usize, p0: usi
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// `C[12 × 32] (+)= Apanel(kc × 12)ᵀ · Bpanel(kc × 32)` in 24 `zmm` accumulators.
+    /// `C[12 × 32] (+)= Apanel(kc × 12)ᵀ · Bpanel(kc × 32)` in 24 `zmm` accumulators, A packed
+    /// (element `(i, p)` at `a[p·12 + i]`; `lda` unused).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn kernel_12x32(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool) {
+    pub(super) unsafe fn kernel_12x32(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool) {
+        unsafe { kernel_body::<true>(kc, a, lda, b, c, rsc, accumulate) }
+    }
+
+    /// [`kernel_12x32`] reading A where it lies, row-major with row stride `lda` (element
+    /// `(i, p)` at `a[i·lda + p]`): twelve sequential row streams instead of a packing pass.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn kernel_12x32_rows(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool) {
+        unsafe { kernel_body::<false>(kc, a, lda, b, c, rsc, accumulate) }
+    }
+
+    #[inline(always)]
+    unsafe fn kernel_body<const PACKED: bool>(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool) {
         const MR: usize = 12;
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-            let (mut a, mut b) = (a, b);
-            for _ in 0..kc {
+            let mut b = b;
+            for p in 0..kc {
                 let b0 = _mm512_loadu_ps(b);
                 let b1 = _mm512_loadu_ps(b.add(16));
                 for (i, row) in acc.iter_mut().enumerate() {
-                    let ai = _mm512_set1_ps(*a.add(i));
+                    let ai = _mm512_set1_ps(if PACKED { *a.add(p * MR + i) } else { *a.add(i * lda + p) });
                     row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
                     row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
                 }
-                a = a.add(MR);
                 b = b.add(32);
             }
             for (i, row) in acc.iter().enumerate() {

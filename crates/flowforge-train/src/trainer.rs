@@ -6,7 +6,8 @@ use crate::schedule::LrSchedule;
 use burn::config::Config;
 use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer};
+use crate::optimizer::FusedAdam;
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
 use flowforge_core::error::check;
 use flowforge_core::{Error, Result};
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// The optimiser (burn-optim's Adam and AdamW with PyTorch's defaults).
+/// The optimiser: Adam or AdamW with PyTorch's defaults, run as [`FusedAdam`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum OptimizerConfig {
@@ -54,21 +55,14 @@ impl OptimizerConfig {
     }
 
     fn build(&self, clip: Option<f64>) -> ModuleOptimizer {
-        let clipping = clip.map(|c| GradientClippingConfig::Norm(c as f32));
-        match *self {
-            OptimizerConfig::Adam { beta1, beta2, epsilon } => AdamConfig::new()
-                .with_beta_1(beta1 as f32)
-                .with_beta_2(beta2 as f32)
-                .with_epsilon(epsilon as f32)
-                .with_grad_clipping(clipping)
-                .init(),
-            OptimizerConfig::AdamW { beta1, beta2, epsilon, weight_decay } => AdamWConfig::new()
-                .with_beta_1(beta1 as f32)
-                .with_beta_2(beta2 as f32)
-                .with_epsilon(epsilon as f32)
-                .with_weight_decay(weight_decay as f32)
-                .with_grad_clipping(clipping)
-                .init(),
+        let fused = match *self {
+            OptimizerConfig::Adam { beta1, beta2, epsilon } => FusedAdam { beta1, beta2, epsilon, weight_decay: 0.0 },
+            OptimizerConfig::AdamW { beta1, beta2, epsilon, weight_decay } => FusedAdam { beta1, beta2, epsilon, weight_decay },
+        };
+        let optimizer = fused.into_module_optimizer();
+        match clip {
+            Some(c) => optimizer.with_grad_clipping(GradientClippingConfig::Norm(c as f32).init()),
+            None => optimizer,
         }
     }
 
