@@ -91,23 +91,19 @@ pub(crate) fn linear(x: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>, activatio
 impl FusedLinearBackend for Flex {
     fn fused_linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, silu: bool) -> FlexTensor {
         let (m, k, n) = dims(&x, &weight);
-        let mut z = kernels::affine(&f32_data(&x), &f32_data(&weight), &f32_data(&bias), m, k, n);
-        if silu {
-            kernels::silu_in_place(&mut z);
-        }
-        from_vec(z, m, n)
+        let (y, _) = kernels::linear_forward(&f32_data(&x), &f32_data(&weight), &f32_data(&bias), m, k, n, silu, false);
+        from_vec(y, m, n)
     }
 
     fn fused_linear_silu_with_pre(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> (FlexTensor, FlexTensor) {
         let (m, k, n) = dims(&x, &weight);
-        let z = kernels::affine(&f32_data(&x), &f32_data(&weight), &f32_data(&bias), m, k, n);
-        let y = kernels::silu(&z);
-        (from_vec(y, m, n), from_vec(z, m, n))
+        let (y, z) = kernels::linear_forward(&f32_data(&x), &f32_data(&weight), &f32_data(&bias), m, k, n, true, true);
+        (from_vec(y, m, n), from_vec(z.expect("asked for the pre-activation"), m, n))
     }
 
     fn fused_silu(x: FlexTensor) -> FlexTensor {
         let shape = x.layout().shape().clone();
-        FlexTensor::from_data(TensorData::new(kernels::silu(&f32_data(&x)), shape))
+        FlexTensor::from_data(TensorData::new(kernels::silu_of(&f32_data(&x)), shape))
     }
 
     fn fused_silu_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
@@ -335,6 +331,55 @@ pub(crate) mod kernels {
         z
     }
 
+    /// `y = act(x·W + b)`, and with `keep_pre` also `z = x·W + b`: `(y, Some(z))`.
+    ///
+    /// Where our AVX-512 GEMM serves the product, the bias and SiLU are its epilogue, applied
+    /// in registers to each finished tile (no bias pre-fill of the output, no second pass over
+    /// it); otherwise bias rows, a GEMM accumulating into them, then SiLU in place.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn linear_forward(x: &[f32], w: &[f32], b: &[f32], m: usize, k: usize, n: usize, silu: bool, keep_pre: bool) -> (Vec<f32>, Option<Vec<f32>>) {
+        assert!(x.len() >= m * k && w.len() >= k * n && b.len() >= n);
+        if crate::sgemm::available() && m >= 6 && n >= 16 {
+            let threads = match parallelism(m, n, k) {
+                gemm::Parallelism::None => 1,
+                _ => rayon::current_num_threads(),
+            };
+            let mut z = Vec::<f32>::with_capacity(m * n);
+            let mut y = if silu && keep_pre { Vec::<f32>::with_capacity(m * n) } else { Vec::new() };
+            let zp = z.as_mut_ptr();
+            let epilogue = crate::sgemm::Epilogue {
+                bias: b.as_ptr(),
+                silu: match (silu, keep_pre) {
+                    (false, _) => std::ptr::null_mut(),
+                    (true, false) => zp,
+                    (true, true) => y.as_mut_ptr(),
+                },
+            };
+            let lhs = crate::sgemm::MatRef { ptr: x.as_ptr(), rs: k, cs: 1 };
+            let rhs = crate::sgemm::MatRef { ptr: w.as_ptr(), rs: n, cs: 1 };
+            // SAFETY: x is m×k, w is k×n, b has n entries (asserted); z (and y) have room for m×n
+            // and, with `accumulate` false, sgemm writes every element of them before any read.
+            unsafe {
+                crate::sgemm::sgemm_with(m, n, k, lhs, rhs, zp, n, false, epilogue, threads);
+                z.set_len(m * n);
+                if silu && keep_pre {
+                    y.set_len(m * n);
+                }
+            }
+            return if silu && keep_pre { (y, Some(z)) } else { (z, None) };
+        }
+        let mut z = affine(x, w, b, m, k, n);
+        if !silu {
+            return (z, None);
+        }
+        if keep_pre {
+            let y = silu_of(&z);
+            return (y, Some(z));
+        }
+        silu_in_place(&mut z);
+        (z, None)
+    }
+
     /// `(∂x, ∂W, ∂b) = (∂z·Wᵀ, xᵀ·∂z, 1ᵀ∂z)`, the transposes read through strides.
     pub(super) fn affine_backward(x: &[f32], w: &[f32], grad_pre: &[f32], m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let mut gx = vec![0.0; m * k];
@@ -352,7 +397,7 @@ pub(crate) mod kernels {
     }
 
     /// `silu(z)` into a new buffer in one pass (no copy-then-rewrite).
-    pub(super) fn silu(z: &[f32]) -> Vec<f32> {
+    pub(super) fn silu_of(z: &[f32]) -> Vec<f32> {
         let mut y = vec![0.0f32; z.len()];
         y.par_chunks_mut(CHUNK).zip(z.par_chunks(CHUNK)).for_each(|(y, z)| simd::silu_into(y, z));
         y

@@ -45,6 +45,53 @@ impl MatMut {
 unsafe impl Send for MatMut {}
 unsafe impl Sync for MatMut {}
 
+/// What becomes of each finished element `z` of C (applied once, after the last KC block):
+/// `z += bias[j]` when `bias` is not null; then, when `silu` is not null, `silu(z)` is stored
+/// at the same `(i, j)` of the matrix `silu` points to (row stride `ldc`, as C). With
+/// `silu == c` C receives `silu(z)` only; otherwise C keeps `z` (the backward's input).
+#[derive(Clone, Copy)]
+pub(crate) struct Epilogue {
+    pub(crate) bias: *const f32,
+    pub(crate) silu: *mut f32,
+}
+
+impl Epilogue {
+    /// Store `z` as it is.
+    pub(crate) const NONE: Epilogue = Epilogue { bias: std::ptr::null(), silu: std::ptr::null_mut() };
+
+    fn is_none(self) -> bool {
+        self.bias.is_null() && self.silu.is_null()
+    }
+
+    /// The epilogue of the block starting at `(i, j)` of a C with row stride `ldc`.
+    unsafe fn offset(self, i: usize, j: usize, ldc: usize) -> Self {
+        Epilogue {
+            bias: if self.bias.is_null() { self.bias } else { unsafe { self.bias.add(j) } },
+            silu: if self.silu.is_null() { self.silu } else { unsafe { self.silu.add(i * ldc + j) } },
+        }
+    }
+
+    /// The epilogue of one finished value at column `j` of the block, written to `c` (and the
+    /// SiLU output at the same offset).
+    #[inline(always)]
+    unsafe fn apply_scalar(self, z: f32, j: usize, c: *mut f32, offset: usize) {
+        let z = if self.bias.is_null() { z } else { z + unsafe { *self.bias.add(j) } };
+        if self.silu.is_null() {
+            unsafe { *c.add(offset) = z };
+        } else {
+            let y = unsafe { self.silu.add(offset) };
+            if y != unsafe { c.add(offset) } {
+                unsafe { *c.add(offset) = z };
+            }
+            unsafe { *y = z / (1.0 + (-z).exp()) };
+        }
+    }
+}
+
+// SAFETY: as for MatMut (each worker writes a disjoint rectangle of the SiLU output too).
+unsafe impl Send for Epilogue {}
+unsafe impl Sync for Epilogue {}
+
 /// Depth of one packed block (the `k` extent a micro-kernel call streams).
 const KC: usize = 256;
 /// Columns of B packed at once (the packed block is `KC × NC`, about 4 MiB, in L3).
@@ -66,7 +113,7 @@ struct Arch {
     kernel_rows: Kernel,
 }
 
-type Kernel = unsafe fn(usize, *const f32, usize, *const f32, *mut f32, usize, bool);
+type Kernel = unsafe fn(usize, *const f32, usize, *const f32, *mut f32, usize, bool, Epilogue);
 
 fn arch() -> Option<Arch> {
     use std::sync::OnceLock;
@@ -102,14 +149,37 @@ thread_local! {
 /// in bounds, and C must not overlap A or B.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: *mut f32, ldc: usize, accumulate: bool, threads: usize) {
+    unsafe { sgemm_with(m, n, k, a, b, c, ldc, accumulate, Epilogue::NONE, threads) }
+}
+
+/// [`sgemm`] with an [`Epilogue`] (bias, SiLU) applied to each finished element in registers.
+/// With `accumulate` false, C may be uninitialised memory: every element is written, never read.
+///
+/// # Safety
+/// As [`sgemm`]; the bias must hold `n` floats and the SiLU output C's shape and stride.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm_with(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatRef,
+    b: MatRef,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+    epilogue: Epilogue,
+    threads: usize,
+) {
     let arch = arch().expect("sgemm::available() checked by the caller");
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                unsafe { std::ptr::write_bytes(c.add(i * ldc), 0, n) };
+        for i in 0..m {
+            for j in 0..n {
+                let offset = i * ldc + j;
+                let z = if accumulate { unsafe { *c.add(offset) } } else { 0.0 };
+                unsafe { epilogue.apply_scalar(z, j, c, offset) };
             }
         }
         return;
@@ -117,7 +187,7 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c
     let c = MatMut { ptr: c, rs: ldc };
     let threads = threads.max(1);
     if threads == 1 {
-        unsafe { sgemm_serial(arch, m, n, k, a, b, c, accumulate) };
+        unsafe { sgemm_serial(arch, m, n, k, a, b, c, accumulate, epilogue) };
         return;
     }
     // Split C into `threads` rectangles along its longer side (in whole micro-tiles); each worker
@@ -128,23 +198,23 @@ pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c
         (0..m.div_ceil(chunk)).into_par_iter().for_each(|t| {
             let i0 = t * chunk;
             let rows = chunk.min(m - i0);
-            let (a, c) = unsafe { (a.offset(i0, 0), c.offset(i0, 0)) };
-            unsafe { sgemm_serial(arch, rows, n, k, a, b, c, accumulate) };
+            let (a, c, e) = unsafe { (a.offset(i0, 0), c.offset(i0, 0), epilogue.offset(i0, 0, c.rs)) };
+            unsafe { sgemm_serial(arch, rows, n, k, a, b, c, accumulate, e) };
         });
     } else {
         let chunk = n.div_ceil(threads).next_multiple_of(arch.nr);
         (0..n.div_ceil(chunk)).into_par_iter().for_each(|t| {
             let j0 = t * chunk;
             let cols = chunk.min(n - j0);
-            let (b, c) = unsafe { (b.offset(0, j0), c.offset(0, j0)) };
-            unsafe { sgemm_serial(arch, m, cols, k, a, b, c, accumulate) };
+            let (b, c, e) = unsafe { (b.offset(0, j0), c.offset(0, j0), epilogue.offset(0, j0, c.rs)) };
+            unsafe { sgemm_serial(arch, m, cols, k, a, b, c, accumulate, e) };
         });
     }
 }
 
 /// The five BLIS loops on one thread.
 #[allow(clippy::too_many_arguments)]
-unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut, accumulate: bool) {
+unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut, accumulate: bool, epilogue: Epilogue) {
     let Arch { mr, nr, mc, kernel, kernel_rows } = arch;
     // A row-major A is read in place by the micro-kernel (its twelve rows of one KC block are
     // 12 KiB, as L1-friendly as a packed sliver): packing it was a fifth of an inference
@@ -163,6 +233,7 @@ unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: M
                 for p0 in (0..k).step_by(KC) {
                     let kc = KC.min(k - p0);
                     let acc = accumulate || p0 > 0;
+                    let last = p0 + kc == k;
                     unsafe { pack_b_block(pack_b, b, p0, kc, j0, nc, nr) };
                     for i0 in (0..m).step_by(mc) {
                         let mcb = mc.min(m - i0);
@@ -182,19 +253,23 @@ unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: M
                                 } else {
                                     (kernel, unsafe { pack_a.as_ptr().add((ir - full) * kc) }, 0)
                                 };
+                                let epi = if last { unsafe { epilogue.offset(i0 + ir, j0 + jr, c.rs) } } else { Epilogue::NONE };
                                 if mrb == mr && nrb == nr {
-                                    unsafe { kern(kc, ap, lda, bp, cp, c.rs, acc) };
+                                    unsafe { kern(kc, ap, lda, bp, cp, c.rs, acc, epi) };
                                 } else {
                                     // An edge tile: full tile into scratch, then the valid part
-                                    // (a partial row tile is always packed, so no read past A).
-                                    unsafe { kern(kc, ap, lda, bp, tile.as_mut_ptr(), nr, false) };
+                                    // (a partial row tile is always packed, so no read past A),
+                                    // through raw pointers: C may be uninitialised.
+                                    unsafe { kern(kc, ap, lda, bp, tile.as_mut_ptr(), nr, false, Epilogue::NONE) };
                                     for i in 0..mrb {
-                                        let row = unsafe { std::slice::from_raw_parts_mut(cp.add(i * c.rs), nrb) };
-                                        let src = &tile[i * nr..i * nr + nrb];
-                                        if acc {
-                                            row.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-                                        } else {
-                                            row.copy_from_slice(src);
+                                        for (j, &t) in tile[i * nr..i * nr + nrb].iter().enumerate() {
+                                            let offset = i * c.rs + j;
+                                            let z = if acc { t + unsafe { *cp.add(offset) } } else { t };
+                                            if epi.is_none() {
+                                                unsafe { *cp.add(offset) = z };
+                                            } else {
+                                                unsafe { epi.apply_scalar(z, j, cp, offset) };
+                                            }
                                         }
                                     }
                                 }
@@ -282,24 +357,50 @@ unsafe fn pack_a_block(dst: &mut [f32], a: MatRef, i0: usize, mc: usize, p0: usi
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::Epilogue;
     use std::arch::x86_64::*;
 
     /// `C[12 × 32] (+)= Apanel(kc × 12)ᵀ · Bpanel(kc × 32)` in 24 `zmm` accumulators, A packed
     /// (element `(i, p)` at `a[p·12 + i]`; `lda` unused).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn kernel_12x32(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool) {
-        unsafe { kernel_body::<true>(kc, a, lda, b, c, rsc, accumulate) }
+    pub(super) unsafe fn kernel_12x32(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue) {
+        unsafe { kernel_body::<true>(kc, a, lda, b, c, rsc, accumulate, epi) }
     }
 
     /// [`kernel_12x32`] reading A where it lies, row-major with row stride `lda` (element
     /// `(i, p)` at `a[i·lda + p]`): twelve sequential row streams instead of a packing pass.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn kernel_12x32_rows(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool) {
-        unsafe { kernel_body::<false>(kc, a, lda, b, c, rsc, accumulate) }
+    pub(super) unsafe fn kernel_12x32_rows(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue) {
+        unsafe { kernel_body::<false>(kc, a, lda, b, c, rsc, accumulate, epi) }
+    }
+
+    /// `eᶻ` on 16 lanes: `2ⁿ·p(r)`, `z = n ln 2 + r` (the Cephes polynomial of `simd::exp`),
+    /// `2ⁿ` applied by `vscalefps`. Inputs clamped to [−87.3, 88.7].
+    #[inline(always)]
+    unsafe fn exp16(x: __m512) -> __m512 {
+        unsafe {
+            let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3)), _mm512_set1_ps(88.7));
+            let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)));
+            let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+            let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+            let mut p = _mm512_set1_ps(1.987_569_1e-4);
+            for coefficient in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+                p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(coefficient));
+            }
+            let e_r = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0));
+            _mm512_scalef_ps(e_r, n)
+        }
+    }
+
+    /// `z·σ(z) = z / (1 + e⁻ᶻ)` on 16 lanes.
+    #[inline(always)]
+    unsafe fn silu16(z: __m512) -> __m512 {
+        unsafe { _mm512_div_ps(z, _mm512_add_ps(_mm512_set1_ps(1.0), exp16(_mm512_sub_ps(_mm512_setzero_ps(), z)))) }
     }
 
     #[inline(always)]
-    unsafe fn kernel_body<const PACKED: bool>(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool) {
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel_body<const PACKED: bool>(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue) {
         const MR: usize = 12;
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); 2]; MR];
@@ -308,7 +409,7 @@ mod x86 {
                 let b0 = _mm512_loadu_ps(b);
                 let b1 = _mm512_loadu_ps(b.add(16));
                 for (i, row) in acc.iter_mut().enumerate() {
-                    let ai = _mm512_set1_ps(if PACKED { *a.add(p * MR + i) } else { *a.add(i * lda + p) });
+                    let ai = _mm512_set1_ps(if PACKED { *a.add(p.wrapping_mul(MR).wrapping_add(i)) } else { *a.add(i.wrapping_mul(lda).wrapping_add(p)) });
                     row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
                     row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
                 }
@@ -321,8 +422,20 @@ mod x86 {
                     r0 = _mm512_add_ps(r0, _mm512_loadu_ps(cp));
                     r1 = _mm512_add_ps(r1, _mm512_loadu_ps(cp.add(16)));
                 }
-                _mm512_storeu_ps(cp, r0);
-                _mm512_storeu_ps(cp.add(16), r1);
+                if !epi.bias.is_null() {
+                    r0 = _mm512_add_ps(r0, _mm512_loadu_ps(epi.bias));
+                    r1 = _mm512_add_ps(r1, _mm512_loadu_ps(epi.bias.add(16)));
+                }
+                let y = epi.silu;
+                if y.is_null() || y != c {
+                    _mm512_storeu_ps(cp, r0);
+                    _mm512_storeu_ps(cp.add(16), r1);
+                }
+                if !y.is_null() {
+                    let yp = y.add(i * rsc);
+                    _mm512_storeu_ps(yp, silu16(r0));
+                    _mm512_storeu_ps(yp.add(16), silu16(r1));
+                }
             }
         }
     }
@@ -389,6 +502,55 @@ mod tests {
                                     (got - want).abs() <= 1e-5 * (1.0 + k as f64).sqrt(),
                                     "{m}×{n}×{k} ta {transpose_a} tb {transpose_b} threads {threads} acc {accumulate}: C[{i},{j}] = {got}, want {want}"
                                 );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The epilogue (bias, then SiLU in place or into a second matrix keeping `z` in C) on full
+    /// and edge tiles, one and several KC blocks, k = 0, one and two threads.
+    #[test]
+    fn sgemm_epilogue_adds_the_bias_and_applies_silu() {
+        if !available() {
+            return;
+        }
+        for &(m, n, k) in &[(30, 70, 40), (12, 32, 600), (7, 20, 0), (100, 256, 256)] {
+            for threads in [1, 2] {
+                for separate in [false, true] {
+                    let a = values(m * k, 6);
+                    let b = values(k * n, 7);
+                    let bias = values(n, 8);
+                    let mut c = vec![f32::NAN; m * n];
+                    let mut y = vec![f32::NAN; m * n];
+                    let silu_out = if separate { y.as_mut_ptr() } else { c.as_mut_ptr() };
+                    let epilogue = Epilogue { bias: bias.as_ptr(), silu: silu_out };
+                    // SAFETY: a is m×k, b is k×n, c and y are m×n, bias has n entries.
+                    unsafe {
+                        sgemm_with(
+                            m,
+                            n,
+                            k,
+                            MatRef { ptr: a.as_ptr(), rs: k, cs: 1 },
+                            MatRef { ptr: b.as_ptr(), rs: n, cs: 1 },
+                            c.as_mut_ptr(),
+                            n,
+                            false,
+                            epilogue,
+                            threads,
+                        )
+                    };
+                    for i in 0..m {
+                        for j in 0..n {
+                            let z = bias[j] as f64 + (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum::<f64>();
+                            let silu = z / (1.0 + (-z).exp());
+                            let case = format!("{m}×{n}×{k} threads {threads} separate {separate} [{i},{j}]");
+                            let (got_y, got_c) = if separate { (y[i * n + j], Some(c[i * n + j])) } else { (c[i * n + j], None) };
+                            assert!((got_y as f64 - silu).abs() < 1e-5 * (1.0 + z.abs()), "silu {case}: {got_y} vs {silu}");
+                            if let Some(got_c) = got_c {
+                                assert!((got_c as f64 - z).abs() < 1e-5 * (1.0 + z.abs()), "z {case}: {got_c} vs {z}");
                             }
                         }
                     }
