@@ -251,6 +251,15 @@ pub(crate) mod kernels {
         if m.saturating_mul(n).saturating_mul(k) >= GEMM_PARALLEL { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None }
     }
 
+    /// The threads our sgemm splits a product over for the `gemm` crate's threading choice.
+    fn thread_count(parallelism: gemm::Parallelism) -> usize {
+        match parallelism {
+            gemm::Parallelism::None => 1,
+            gemm::Parallelism::Rayon(0) => rayon::current_num_threads(),
+            gemm::Parallelism::Rayon(t) => t,
+        }
+    }
+
     /// `dst = α·dst + β·lhs·rhs` (`read_dst`: α = 1) for row-major or strided operands, threaded
     /// when the product is large.
     fn gemm_into(
@@ -283,11 +292,7 @@ pub(crate) mod kernels {
         // Our AVX-512 micro-kernel where the CPU has one and C has at least half a tile each
         // way (12 × 32; narrower products waste most of each tile and stay with `gemm`).
         if crate::sgemm::available() && m >= 6 && n >= 16 {
-            let threads = match parallelism {
-                gemm::Parallelism::None => 1,
-                gemm::Parallelism::Rayon(0) => rayon::current_num_threads(),
-                gemm::Parallelism::Rayon(t) => t,
-            };
+            let threads = thread_count(parallelism);
             let lhs = crate::sgemm::MatRef { ptr: lhs.as_ptr(), rs: lhs_rs, cs: lhs_cs };
             let rhs = crate::sgemm::MatRef { ptr: rhs.as_ptr(), rs: rhs_rs, cs: rhs_cs };
             // SAFETY: as below.
@@ -340,10 +345,7 @@ pub(crate) mod kernels {
     pub(super) fn linear_forward(x: &[f32], w: &[f32], b: &[f32], m: usize, k: usize, n: usize, silu: bool, keep_pre: bool) -> (Vec<f32>, Option<Vec<f32>>) {
         assert!(x.len() >= m * k && w.len() >= k * n && b.len() >= n);
         if crate::sgemm::available() && m >= 6 && n >= 16 {
-            let threads = match parallelism(m, n, k) {
-                gemm::Parallelism::None => 1,
-                _ => rayon::current_num_threads(),
-            };
+            let threads = thread_count(parallelism(m, n, k));
             let mut z = Vec::<f32>::with_capacity(m * n);
             let mut y = if silu && keep_pre { Vec::<f32>::with_capacity(m * n) } else { Vec::new() };
             let zp = z.as_mut_ptr();
