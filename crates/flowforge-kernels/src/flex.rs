@@ -252,7 +252,7 @@ pub(crate) mod kernels {
     }
 
     /// The threads our sgemm splits a product over for the `gemm` crate's threading choice.
-    fn thread_count(parallelism: gemm::Parallelism) -> usize {
+    pub(crate) fn thread_count(parallelism: gemm::Parallelism) -> usize {
         match parallelism {
             gemm::Parallelism::None => 1,
             gemm::Parallelism::Rayon(0) => rayon::current_num_threads(),
@@ -351,6 +351,7 @@ pub(crate) mod kernels {
             let zp = z.as_mut_ptr();
             let epilogue = crate::sgemm::Epilogue {
                 bias: b.as_ptr(),
+                row_bias: std::ptr::null(),
                 silu: match (silu, keep_pre) {
                     (false, _) => std::ptr::null_mut(),
                     (true, false) => zp,

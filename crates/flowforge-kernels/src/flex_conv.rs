@@ -26,6 +26,7 @@ use burn::tensor::{Shape, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::flex::kernels::gemm_into_with;
+use crate::sgemm::{BSource, Epilogue, MatRef, pad_images, padded_len};
 use crate::flex::{f32_data, register_gradients};
 
 /// The fused convolution's operations. Default bodies are burn's own convolution ops, so a
@@ -47,6 +48,9 @@ pub trait FusedConvBackend: Backend {
     }
 
     /// `(∂x, ∂W, ∂b)` of [`FusedConvBackend::fused_conv2d`] from the output gradient `grad`.
+    /// With `input_grad` false (the input is data, not a parameter's descendant) a backend may
+    /// skip `∂x` and return zeros in its place.
+    #[allow(clippy::too_many_arguments)]
     fn fused_conv2d_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -55,7 +59,9 @@ pub trait FusedConvBackend: Backend {
         stride_w: usize,
         pad_h: usize,
         pad_w: usize,
+        input_grad: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let _ = input_grad;
         let options = ConvOptions::new([stride_h, stride_w], [pad_h, pad_w], [1, 1], 1);
         let shape = grad.shape();
         let (batch, channels, plane) = (shape[0], shape[1], shape[2] * shape[3]);
@@ -94,9 +100,10 @@ impl FusedConvBackend for Flex {
         stride_w: usize,
         pad_h: usize,
         pad_w: usize,
+        input_grad: bool,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let g = Geometry::new(x.layout().shape(), weight.layout().shape(), [stride_h, stride_w], [pad_h, pad_w]);
-        let (gx, gw, gb) = kernels::backward(&g, &f32_data(&x), &f32_data(&weight), &f32_data(&grad));
+        let (gx, gw, gb) = kernels::backward(&g, &f32_data(&x), &f32_data(&weight), &f32_data(&grad), input_grad);
         (
             FlexTensor::from_data(TensorData::new(gx, [g.batch, g.channels, g.input[0], g.input[1]])),
             FlexTensor::from_data(TensorData::new(gw, [g.out_channels, g.channels, g.kernel[0], g.kernel[1]])),
@@ -125,7 +132,8 @@ impl<B: FusedConvBackend, C: CheckpointStrategy> FusedConvBackend for Autodiff<B
             fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
                 let (x, weight, [sh, sw, ph, pw]) = ops.state;
                 let grad = grads.consume::<B>(&ops.node);
-                let (grad_x, grad_weight, grad_bias) = B::fused_conv2d_backward(x, weight, grad, sh, sw, ph, pw);
+                let input_grad = ops.parents[0].is_some();
+                let (grad_x, grad_weight, grad_bias) = B::fused_conv2d_backward(x, weight, grad, sh, sw, ph, pw, input_grad);
                 register_gradients::<B, 3>(grads, ops.parents.map(|p| p.map(|n| n.id)), [grad_x, grad_weight, grad_bias]);
             }
         }
@@ -327,8 +335,19 @@ mod kernels {
         });
     }
 
+    /// Whether the implicit GEMM serves this convolution: stride 1, our micro-kernel on this
+    /// CPU, and enough output channels to fill its tiles (the 12-row tile of a 1-channel output
+    /// would be 11/12 waste; such convolutions keep the explicit im2col and the `gemm` crate).
+    fn implicit(g: &Geometry) -> bool {
+        g.stride == [1, 1] && crate::sgemm::available() && g.out_channels >= 6
+    }
+
     /// The output `[B, C_out, ho, wo]`.
     pub(super) fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
+        if implicit(g) {
+            let images = ImageBatch { x, batch: g.batch, channels: g.channels, size: g.input };
+            return implicit_conv(images, g.padding, g.kernel, g.images_per_group(), g.gemm_threads(), w, g.out_channels, Some(bias));
+        }
         let (k, plane, co) = (g.patch(), g.out_plane(), g.out_channels);
         let group = g.images_per_group();
         let mut y = vec![0.0f32; g.batch * co * plane];
@@ -336,7 +355,7 @@ mod kernels {
         y.par_chunks_mut(group * co * plane).zip(x.par_chunks(x_group)).for_each(|(y, x)| {
             let images = x.len() / (g.channels * g.in_plane());
             let columns = images * plane;
-            with_scratch(k * columns, co * columns, |col, out| {
+            with_scratch([k * columns, co * columns, 0], |[col, out, _]| {
                 im2col(g, x, images, col);
                 // Y = W·col + b: the bias rows first, then one GEMM accumulating into them
                 // (straight into the output when the group is one image).
@@ -357,28 +376,104 @@ mod kernels {
         y
     }
 
+    /// `[batch, C, H, W]` images.
+    #[derive(Clone, Copy)]
+    struct ImageBatch<'a> {
+        x: &'a [f32],
+        batch: usize,
+        channels: usize,
+        size: [usize; 2],
+    }
+
+    /// `Y[n] = W·col(x[n]) (+ b)`, stride 1, for every image: each group of `group` images is
+    /// zero-padded once into scratch and its patches packed from there by the GEMM (no im2col
+    /// matrix), `W` row-major `[C_out, C·kh·kw]`, the bias added in the GEMM's epilogue.
+    /// Returns `[batch, C_out, ho, wo]`.
+    #[allow(clippy::too_many_arguments)]
+    fn implicit_conv(
+        images: ImageBatch<'_>,
+        padding: [usize; 2],
+        kernel: [usize; 2],
+        group: usize,
+        threads: gemm::Parallelism,
+        w: &[f32],
+        co: usize,
+        bias: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let ImageBatch { x, batch, channels, size } = images;
+        let out = [0, 1].map(|d| size[d] + 2 * padding[d] - kernel[d] + 1);
+        let (k, plane, image_in) = (channels * kernel[0] * kernel[1], out[0] * out[1], channels * size[0] * size[1]);
+        assert!(x.len() >= batch * image_in && w.len() >= co * k && bias.is_none_or(|b| b.len() >= co));
+        let total = batch * co * plane;
+        let mut y = Vec::<f32>::with_capacity(total);
+        let y_ptr = SendPtr(y.as_mut_ptr());
+        let threads = crate::flex::kernels::thread_count(threads);
+        let epilogue = Epilogue { bias: std::ptr::null(), row_bias: bias.map_or(std::ptr::null(), <[f32]>::as_ptr), silu: std::ptr::null_mut() };
+        let a = MatRef { ptr: w.as_ptr(), rs: k, cs: 1 };
+        (0..batch.div_ceil(group)).into_par_iter().for_each(|t| {
+            let (first, images) = (t * group, group.min(batch - t * group));
+            let columns = images * plane;
+            let x = &x[first * image_in..(first + images) * image_in];
+            // SAFETY (the writes below): each task writes its own images' slice of `y`.
+            let dst = unsafe { y_ptr.get().add(first * co * plane) };
+            let product_len = if images == 1 { 0 } else { co * columns };
+            with_scratch([padded_len(images, channels, size, padding), product_len, 0], |[padded, product, _]| {
+                let b = BSource::Im2col(pad_images(x, images, channels, size, padding, kernel, padded));
+                if images == 1 {
+                    unsafe { crate::sgemm::sgemm_with(co, columns, k, a, b, dst, plane, false, epilogue, threads) };
+                    return;
+                }
+                unsafe { crate::sgemm::sgemm_with(co, columns, k, a, b, product.as_mut_ptr(), columns, false, epilogue, threads) };
+                // `[C_out, images·P]` to `[images, C_out, P]`.
+                for n in 0..images {
+                    for c in 0..co {
+                        unsafe { std::ptr::copy_nonoverlapping(product.as_ptr().add(c * columns + n * plane), dst.add((n * co + c) * plane), plane) };
+                    }
+                }
+            });
+        });
+        // SAFETY: the groups cover every image, and sgemm (accumulate false) or the copy wrote
+        // every element of each.
+        unsafe { y.set_len(total) };
+        y
+    }
+
+    /// A raw output pointer shared by tasks that write disjoint parts of it.
+    #[derive(Clone, Copy)]
+    struct SendPtr(*mut f32);
+    impl SendPtr {
+        fn get(self) -> *mut f32 {
+            self.0
+        }
+    }
+    // SAFETY: see each use (disjoint writes).
+    unsafe impl Send for SendPtr {}
+    unsafe impl Sync for SendPtr {}
+
     thread_local! {
         /// Per-thread im2col and output buffers, kept across calls (the pool's threads live
         /// for the process): no allocation or zeroing per image group.
-        static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+        static SCRATCH: std::cell::RefCell<[Vec<f32>; 3]> = const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
     }
 
-    /// Run `f` on two scratch slices of lengths `a` and `b` (contents unspecified: `f` writes
+    /// Run `f` on three scratch slices of the given lengths (contents unspecified: `f` writes
     /// before it reads).
-    fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    fn with_scratch<R>(lengths: [usize; 3], f: impl FnOnce([&mut [f32]; 3]) -> R) -> R {
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
             Ok(mut buffers) => {
-                let (first, second) = &mut *buffers;
-                if first.len() < a {
-                    first.resize(a, 0.0);
+                for (buffer, &len) in buffers.iter_mut().zip(&lengths) {
+                    if buffer.len() < len {
+                        buffer.resize(len, 0.0);
+                    }
                 }
-                if second.len() < b {
-                    second.resize(b, 0.0);
-                }
-                f(&mut first[..a], &mut second[..b])
+                let [a, b, c] = &mut *buffers;
+                f([&mut a[..lengths[0]], &mut b[..lengths[1]], &mut c[..lengths[2]]])
             }
             // Re-entered on this thread (not expected): fresh buffers.
-            Err(_) => f(&mut vec![0.0; a], &mut vec![0.0; b]),
+            Err(_) => {
+                let [mut a, mut b, mut c] = lengths.map(|len| vec![0.0; len]);
+                f([&mut a, &mut b, &mut c])
+            }
         })
     }
 
@@ -400,12 +495,43 @@ mod kernels {
         }
     }
 
-    /// `(∂x, ∂W, ∂b)` from the output gradient.
-    pub(super) fn backward(g: &Geometry, x: &[f32], w: &[f32], grad: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    /// `(∂x, ∂W, ∂b)` from the output gradient (`∂x` zeros when `input_grad` is false).
+    ///
+    /// On the implicit path (stride 1, padding at most `kernel − 1`): `∂Wᵀ = col·∂Yᵀ` with
+    /// `col` the explicit im2col read in place as A (its transpose would be packed one float
+    /// at a time), and `∂x` as the forward convolution of `∂Y` with the flipped, transposed
+    /// kernel and padding `kernel − 1 − p` (Dumoulin & Visin, *A guide to convolution
+    /// arithmetic for deep learning*, 2016, §4), so no `∂col` matrix and no col2im.
+    pub(super) fn backward(g: &Geometry, x: &[f32], w: &[f32], grad: &[f32], input_grad: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let (k, plane, co) = (g.patch(), g.out_plane(), g.out_channels);
+        let [kh, kw] = g.kernel;
+        // ∂x by the implicit GEMM needs its own `m = C` to fill tiles, as the forward does.
+        let transposed = (implicit(g) && g.channels >= 6 && g.padding[0] < kh && g.padding[1] < kw).then(|| [kh - 1 - g.padding[0], kw - 1 - g.padding[1]]);
+        let mut gx = match (input_grad, transposed) {
+            (true, Some(padding)) => {
+                // W' [C, C_out·kh·kw]: W'[c, (o·kh + i)·kw + j] = W[o, c, kh−1−i, kw−1−j].
+                let mut flipped = vec![0.0f32; w.len()];
+                for o in 0..co {
+                    for c in 0..g.channels {
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                flipped[c * co * kh * kw + (o * kh + i) * kw + j] = w[((o * g.channels + c) * kh + kh - 1 - i) * kw + kw - 1 - j];
+                            }
+                        }
+                    }
+                }
+                let images = ImageBatch { x: grad, batch: g.batch, channels: co, size: g.out };
+                implicit_conv(images, padding, g.kernel, g.images_per_group(), g.gemm_threads(), &flipped, g.channels, None)
+            }
+            // Zeros: skipped, or accumulated by col2im below.
+            _ => vec![0.0f32; x.len()],
+        };
+        let explicit_x = input_grad && transposed.is_none();
         let group = g.images_per_group();
-        let mut gx = vec![0.0f32; x.len()];
         let x_group = group * g.channels * g.in_plane();
+        // Per task: ∂Wᵀ `[k, C_out]` on the implicit path (transposed once at the end), ∂W
+        // `[C_out, k]` on the explicit one; the explicit ∂x written into `gx` by col2im.
+        let transposed_w = transposed.is_some();
         let (gw, gb) = gx
             .par_chunks_mut(x_group)
             .zip(x.par_chunks(x_group))
@@ -415,7 +541,7 @@ mod kernels {
                 |(mut gw, mut gb), ((gx, x), grad)| {
                     let images = x.len() / (g.channels * g.in_plane());
                     let columns = images * plane;
-                    with_scratch(k * columns, co * columns, |col, dy| {
+                    with_scratch([k * columns, co * columns, 0], |[col, dy, _]| {
                         let dy: &[f32] = if images == 1 {
                             grad
                         } else {
@@ -426,11 +552,18 @@ mod kernels {
                             *b += row.iter().sum::<f32>();
                         }
                         im2col(g, x, images, col);
-                        // ∂W += ∂Y·colᵀ
-                        gemm_into_with(g.gemm_threads(), &mut gw, true, (co, k, columns), dy, (columns, 1), col, (1, columns));
-                        // ∂col = Wᵀ·∂Y, then back to the image.
-                        gemm_into_with(g.gemm_threads(), col, false, (k, columns, co), w, (1, k), dy, (columns, 1));
-                        col2im(g, col, images, gx);
+                        if transposed_w {
+                            // ∂Wᵀ += col·∂Yᵀ
+                            gemm_into_with(g.gemm_threads(), &mut gw, true, (k, co, columns), col, (columns, 1), dy, (1, columns));
+                        } else {
+                            // ∂W += ∂Y·colᵀ
+                            gemm_into_with(g.gemm_threads(), &mut gw, true, (co, k, columns), dy, (columns, 1), col, (1, columns));
+                        }
+                        if explicit_x {
+                            // ∂col = Wᵀ·∂Y, then back to the image.
+                            gemm_into_with(g.gemm_threads(), col, false, (k, columns, co), w, (1, k), dy, (columns, 1));
+                            col2im(g, col, images, gx);
+                        }
                     });
                     (gw, gb)
                 },
@@ -443,6 +576,17 @@ mod kernels {
                     (gw, gb)
                 },
             );
+        let gw = if transposed_w {
+            let mut out = vec![0.0f32; co * k];
+            for r in 0..k {
+                for o in 0..co {
+                    out[o * k + r] = gw[r * co + o];
+                }
+            }
+            out
+        } else {
+            gw
+        };
         (gx, gw, gb)
     }
 }

@@ -480,8 +480,14 @@ mod tests {
     fn conv2d_forward_and_backward_match_burn() {
         let d = device().autodiff();
         // (batch, c_in, c_out, h, w, kernel, stride, padding)
-        let cases: [(usize, usize, usize, usize, usize, [usize; 2], [usize; 2], [usize; 2]); 6] = [
+        // The stride-1 cases with at least 6 channels each way take the implicit GEMM (on
+        // AVX-512 CPUs), the others the explicit im2col.
+        let cases: [(usize, usize, usize, usize, usize, [usize; 2], [usize; 2], [usize; 2]); 10] = [
             (5, 3, 4, 16, 16, [3, 3], [1, 1], [1, 1]),
+            (3, 6, 12, 16, 16, [3, 3], [1, 1], [1, 1]),
+            (3, 7, 13, 7, 5, [2, 3], [1, 1], [1, 0]),
+            (2, 8, 9, 6, 6, [1, 1], [1, 1], [0, 0]),
+            (2, 6, 7, 5, 6, [3, 3], [1, 1], [2, 2]),
             (3, 4, 6, 8, 8, [3, 3], [2, 2], [1, 1]),
             (7, 6, 5, 4, 4, [1, 1], [1, 1], [0, 0]),
             (2, 2, 3, 7, 5, [2, 3], [1, 2], [1, 0]),
@@ -505,6 +511,18 @@ mod tests {
             assert!(max_abs_diff4(wt.grad(&g_fused).unwrap(), wt.grad(&g_plain).unwrap()) < 1e-4, "dw {case}");
             let (db_f, db_p) = (b.grad(&g_fused).unwrap(), b.grad(&g_plain).unwrap());
             assert!(max_abs_diff(db_f.unsqueeze_dim(0), db_p.unsqueeze_dim(0)) < 1e-4, "db {case}");
+        }
+        // The input as data (no gradient asked for): ∂W and ∂b unchanged.
+        for (cin, cout) in [(3, 4), (8, 16)] {
+            let x = Tensor::<4>::random([3, cin, 8, 8], Distribution::Normal(0.0, 1.0), &d);
+            let wt = Tensor::<4>::random([cout, cin, 3, 3], Distribution::Normal(0.0, 0.5), &d).require_grad();
+            let b = Tensor::<1>::random([cout], Distribution::Normal(0.0, 1.0), &d).require_grad();
+            let probe = Tensor::<4>::random([3, cout, 8, 8], Distribution::Normal(0.0, 1.0), &d);
+            let g_fused = (conv2d(x.clone(), wt.clone(), Some(b.clone()), [1, 1], [1, 1]).unwrap() * probe.clone()).sum().backward();
+            let g_plain = (conv2d_reference(x, wt.clone(), Some(b.clone()), [1, 1], [1, 1]) * probe).sum().backward();
+            assert!(max_abs_diff4(wt.grad(&g_fused).unwrap(), wt.grad(&g_plain).unwrap()) < 1e-4, "dw, data input {cin}→{cout}");
+            let (db_f, db_p) = (b.grad(&g_fused).unwrap(), b.grad(&g_plain).unwrap());
+            assert!(max_abs_diff(db_f.unsqueeze_dim(0), db_p.unsqueeze_dim(0)) < 1e-4, "db, data input {cin}→{cout}");
         }
         // Without a bias, on a plain (non-autodiff) device.
         let x = Tensor::<4>::random([2, 3, 6, 6], Distribution::Normal(0.0, 1.0), &device());

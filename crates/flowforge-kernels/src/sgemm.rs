@@ -29,6 +29,85 @@ impl MatRef {
 unsafe impl Send for MatRef {}
 unsafe impl Sync for MatRef {}
 
+/// The im2col matrix of a stride-1 convolution, read straight from zero-padded images while B
+/// is packed ("implicit GEMM"): nothing of size `C·kh·kw × columns` is ever written.
+///
+/// Row `r = (c·kh + i)·kw + j`, column `q = n·Ho·Wo + oy·Wo + ox` (image `n` of the group);
+/// `B[r, q] = xp[n, c, oy + i, ox + j]` with `xp` the padded images ([`pad_images`] writes them).
+#[derive(Clone, Copy)]
+pub(crate) struct Im2col {
+    /// The first padded image, `[images, C, Hp, Wp]` contiguous, with [`IM2COL_SLACK`]
+    /// readable floats before and after (the packing loads whole 16-lane vectors and keeps
+    /// only the lanes of each run).
+    pub(crate) x: *const f32,
+    pub(crate) channels: usize,
+    /// `[Hp, Wp]`, the padded size.
+    pub(crate) padded: [usize; 2],
+    /// `[kh, kw]`.
+    pub(crate) kernel: [usize; 2],
+    /// `[Ho, Wo] = [Hp − kh + 1, Wp − kw + 1]`.
+    pub(crate) out: [usize; 2],
+    /// The first column this view starts at (a thread's share of the columns).
+    pub(crate) first_column: usize,
+}
+
+/// Readable floats an [`Im2col`] view needs before its first and after its last image.
+pub(crate) const IM2COL_SLACK: usize = 16;
+
+/// Floats [`pad_images`] needs for `images` images of `channels × [h, w]` padded by `padding`.
+pub(crate) fn padded_len(images: usize, channels: usize, [h, w]: [usize; 2], [ph, pw]: [usize; 2]) -> usize {
+    images * channels * (h + 2 * ph) * (w + 2 * pw) + 2 * IM2COL_SLACK
+}
+
+/// Copies the `images` images of `x` (`[images, C, H, W]`) into `out` with `padding` zeros
+/// around each plane (and zero slack at both ends), and returns the [`Im2col`] view of a
+/// `kernel`-sized stride-1 convolution over them. `out` holds [`padded_len`] floats.
+pub(crate) fn pad_images(x: &[f32], images: usize, channels: usize, [h, w]: [usize; 2], [ph, pw]: [usize; 2], kernel: [usize; 2], out: &mut [f32]) -> Im2col {
+    let [hp, wp] = [h + 2 * ph, w + 2 * pw];
+    assert!(x.len() >= images * channels * h * w && out.len() >= padded_len(images, channels, [h, w], [ph, pw]) && kernel[0] <= hp && kernel[1] <= wp);
+    let (head, rest) = out.split_at_mut(IM2COL_SLACK);
+    head.fill(0.0);
+    let (body, tail) = rest.split_at_mut(images * channels * hp * wp);
+    for (plane_out, plane_in) in body.chunks_exact_mut(hp * wp).zip(x.chunks_exact(h * w)) {
+        plane_out[..ph * wp].fill(0.0);
+        plane_out[(ph + h) * wp..].fill(0.0);
+        for (row_out, row_in) in plane_out[ph * wp..(ph + h) * wp].chunks_exact_mut(wp).zip(plane_in.chunks_exact(w)) {
+            row_out[..pw].fill(0.0);
+            row_out[pw..pw + w].copy_from_slice(row_in);
+            row_out[pw + w..].fill(0.0);
+        }
+    }
+    tail[..IM2COL_SLACK].fill(0.0);
+    Im2col { x: body.as_ptr(), channels, padded: [hp, wp], kernel, out: [hp - kernel[0] + 1, wp - kernel[1] + 1], first_column: 0 }
+}
+
+/// Where the micro-kernels' B comes from: a strided matrix, or the im2col matrix of images.
+#[derive(Clone, Copy)]
+pub(crate) enum BSource {
+    Matrix(MatRef),
+    Im2col(Im2col),
+}
+
+impl BSource {
+    /// The view starting at column `j` (row 0).
+    unsafe fn from_column(self, j: usize) -> Self {
+        match self {
+            BSource::Matrix(b) => BSource::Matrix(unsafe { b.offset(0, j) }),
+            BSource::Im2col(g) => BSource::Im2col(Im2col { first_column: g.first_column + j, ..g }),
+        }
+    }
+}
+
+impl From<MatRef> for BSource {
+    fn from(b: MatRef) -> Self {
+        BSource::Matrix(b)
+    }
+}
+
+// SAFETY: as for MatRef.
+unsafe impl Send for Im2col {}
+unsafe impl Sync for Im2col {}
+
 #[derive(Clone, Copy)]
 struct MatMut {
     ptr: *mut f32,
@@ -46,36 +125,41 @@ unsafe impl Send for MatMut {}
 unsafe impl Sync for MatMut {}
 
 /// What becomes of each finished element `z` of C (applied once, after the last KC block):
-/// `z += bias[j]` when `bias` is not null; then, when `silu` is not null, `silu(z)` is stored
-/// at the same `(i, j)` of the matrix `silu` points to (row stride `ldc`, as C). With
-/// `silu == c` C receives `silu(z)` only; otherwise C keeps `z` (the backward's input).
+/// `z += bias[j]` when `bias` is not null (a linear layer's bias, one per column), `z +=
+/// row_bias[i]` when `row_bias` is not null (a convolution's, one per output channel); then,
+/// when `silu` is not null, `silu(z)` is stored at the same `(i, j)` of the matrix `silu` points
+/// to (row stride `ldc`, as C). With `silu == c` C receives `silu(z)` only; otherwise C keeps
+/// `z` (the backward's input).
 #[derive(Clone, Copy)]
 pub(crate) struct Epilogue {
     pub(crate) bias: *const f32,
+    pub(crate) row_bias: *const f32,
     pub(crate) silu: *mut f32,
 }
 
 impl Epilogue {
     /// Store `z` as it is.
-    pub(crate) const NONE: Epilogue = Epilogue { bias: std::ptr::null(), silu: std::ptr::null_mut() };
+    pub(crate) const NONE: Epilogue = Epilogue { bias: std::ptr::null(), row_bias: std::ptr::null(), silu: std::ptr::null_mut() };
 
     fn is_none(self) -> bool {
-        self.bias.is_null() && self.silu.is_null()
+        self.bias.is_null() && self.row_bias.is_null() && self.silu.is_null()
     }
 
     /// The epilogue of the block starting at `(i, j)` of a C with row stride `ldc`.
     unsafe fn offset(self, i: usize, j: usize, ldc: usize) -> Self {
         Epilogue {
             bias: if self.bias.is_null() { self.bias } else { unsafe { self.bias.add(j) } },
+            row_bias: if self.row_bias.is_null() { self.row_bias } else { unsafe { self.row_bias.add(i) } },
             silu: if self.silu.is_null() { self.silu } else { unsafe { self.silu.add(i * ldc + j) } },
         }
     }
 
-    /// The epilogue of one finished value at column `j` of the block, written to `c` (and the
+    /// The epilogue of one finished value at `(i, j)` of the block, written to `c` (and the
     /// SiLU output at the same offset).
     #[inline(always)]
-    unsafe fn apply_scalar(self, z: f32, j: usize, c: *mut f32, offset: usize) {
+    unsafe fn apply_scalar(self, z: f32, i: usize, j: usize, c: *mut f32, offset: usize) {
         let z = if self.bias.is_null() { z } else { z + unsafe { *self.bias.add(j) } };
+        let z = if self.row_bias.is_null() { z } else { z + unsafe { *self.row_bias.add(i) } };
         if self.silu.is_null() {
             unsafe { *c.add(offset) = z };
         } else {
@@ -163,13 +247,14 @@ pub(crate) unsafe fn sgemm_with(
     n: usize,
     k: usize,
     a: MatRef,
-    b: MatRef,
+    b: impl Into<BSource>,
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
     epilogue: Epilogue,
     threads: usize,
 ) {
+    let b = b.into();
     let arch = arch().expect("sgemm::available() checked by the caller");
     if m == 0 || n == 0 {
         return;
@@ -179,7 +264,7 @@ pub(crate) unsafe fn sgemm_with(
             for j in 0..n {
                 let offset = i * ldc + j;
                 let z = if accumulate { unsafe { *c.add(offset) } } else { 0.0 };
-                unsafe { epilogue.apply_scalar(z, j, c, offset) };
+                unsafe { epilogue.apply_scalar(z, i, j, c, offset) };
             }
         }
         return;
@@ -206,7 +291,7 @@ pub(crate) unsafe fn sgemm_with(
         (0..n.div_ceil(chunk)).into_par_iter().for_each(|t| {
             let j0 = t * chunk;
             let cols = chunk.min(n - j0);
-            let (b, c, e) = unsafe { (b.offset(0, j0), c.offset(0, j0), epilogue.offset(0, j0, c.rs)) };
+            let (b, c, e) = unsafe { (b.from_column(j0), c.offset(0, j0), epilogue.offset(0, j0, c.rs)) };
             unsafe { sgemm_serial(arch, m, cols, k, a, b, c, accumulate, e) };
         });
     }
@@ -214,7 +299,7 @@ pub(crate) unsafe fn sgemm_with(
 
 /// The five BLIS loops on one thread.
 #[allow(clippy::too_many_arguments)]
-unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: MatMut, accumulate: bool, epilogue: Epilogue) {
+unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: BSource, c: MatMut, accumulate: bool, epilogue: Epilogue) {
     let Arch { mr, nr, mc, kernel, kernel_rows } = arch;
     // A row-major A is read in place by the micro-kernel (its twelve rows of one KC block are
     // 12 KiB, as L1-friendly as a packed sliver): packing it was a fifth of an inference
@@ -268,7 +353,7 @@ unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: M
                                             if epi.is_none() {
                                                 unsafe { *cp.add(offset) = z };
                                             } else {
-                                                unsafe { epi.apply_scalar(z, j, cp, offset) };
+                                                unsafe { epi.apply_scalar(z, i, j, cp, offset) };
                                             }
                                         }
                                     }
@@ -292,10 +377,21 @@ fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 }
 
 /// Packs `B[p0..p0+kc, j0..j0+nc]` as `⌈nc/nr⌉` slivers of `kc × nr` (row-major, zero-padded).
-/// Compiled for AVX-512 (only called where the micro-kernel runs), so the short row copies are
-/// inline `zmm` moves rather than `memmove` calls (a tenth of a large-batch training step).
+unsafe fn pack_b_block(dst: &mut [f32], b: BSource, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize) {
+    match b {
+        BSource::Matrix(b) => unsafe { pack_matrix_block(dst, b, p0, kc, j0, nc, nr) },
+        #[cfg(target_arch = "x86_64")]
+        BSource::Im2col(g) => unsafe { x86::pack_im2col_block(dst, g, p0, kc, j0, nc, nr) },
+        #[cfg(not(target_arch = "x86_64"))]
+        BSource::Im2col(_) => unreachable!("sgemm runs on x86-64 only (available() is false elsewhere)"),
+    }
+}
+
+/// [`pack_b_block`] for a strided matrix. Compiled for AVX-512 (only called where the
+/// micro-kernel runs), so the short row copies are inline `zmm` moves rather than `memmove`
+/// calls (a tenth of a large-batch training step).
 #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
-unsafe fn pack_b_block(dst: &mut [f32], b: MatRef, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize) {
+unsafe fn pack_matrix_block(dst: &mut [f32], b: MatRef, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize) {
     for (s, jr) in (0..nc).step_by(nr).enumerate() {
         let w = nr.min(nc - jr);
         let sliver = &mut dst[s * kc * nr..(s + 1) * kc * nr];
@@ -357,8 +453,89 @@ unsafe fn pack_a_block(dst: &mut [f32], a: MatRef, i0: usize, mc: usize, p0: usi
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::Epilogue;
+    use super::{Epilogue, Im2col};
     use std::arch::x86_64::*;
+
+    /// One run of consecutive output columns `ox..ox + len` of one output row `oy` of image
+    /// `image`, landing on lanes `lane..lane + len` of a 16-lane half of the sliver row.
+    #[derive(Clone, Copy, Default)]
+    struct Run {
+        /// The run's lanes.
+        mask: u16,
+        /// Where lane 0 of the run's load starts for patch entry `(0, 0, 0)`:
+        /// `image·C·Hp·Wp + oy·Wp + ox − lane` (negative down to `−15` for the first run).
+        start: isize,
+    }
+
+    /// The runs of one 16-lane half of a sliver.
+    #[derive(Clone, Copy, Default)]
+    struct Half {
+        runs: [Run; 16],
+        count: usize,
+    }
+
+    impl Half {
+        /// The half's 16 lanes for the patch entry at offset `entry = c·Hp·Wp + i·Wp + j`: one
+        /// whole-vector load per run, blended in by the run's lanes (the images are padded, so
+        /// no lane needs a bounds check; the loads are independent, the blends one cycle each).
+        #[inline(always)]
+        unsafe fn load(&self, x: *const f32, entry: isize) -> __m512 {
+            unsafe {
+                let mut lanes = _mm512_setzero_ps();
+                for run in &self.runs[..self.count] {
+                    let v = _mm512_loadu_ps(x.offset(run.start + entry));
+                    lanes = _mm512_mask_blend_ps(run.mask, lanes, v);
+                }
+                lanes
+            }
+        }
+    }
+
+    /// [`super::pack_b_block`] for an [`Im2col`] view, `nr = 32`: each sliver row is the patch
+    /// entry `(c, i, j)` of 32 consecutive output positions, gathered as runs along image rows.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pack_im2col_block(dst: &mut [f32], g: Im2col, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize) {
+        assert_eq!(nr, 32, "the im2col packing fills 32-lane slivers");
+        let ([hp, wp], [kh, kw], [_, wo]) = (g.padded, g.kernel, g.out);
+        let (plane, out_plane) = (hp * wp, g.out[0] * wo);
+        let image_len = g.channels * plane;
+        for (s, jr) in (0..nc).step_by(32).enumerate() {
+            let width = 32.min(nc - jr);
+            let mut halves = [Half::default(); 2];
+            let mut lane = 0;
+            while lane < width {
+                let q = g.first_column + j0 + jr + lane;
+                let (image, rest) = (q / out_plane, q % out_plane);
+                let (oy, ox) = (rest / wo, rest % wo);
+                let len = (wo - ox).min(width - lane).min(16 - lane % 16);
+                let half = &mut halves[lane / 16];
+                let mask = (((1u32 << len) - 1) << (lane % 16)) as u16;
+                half.runs[half.count] = Run { mask, start: (image * image_len + oy * wp + ox) as isize - (lane % 16) as isize };
+                half.count += 1;
+                lane += len;
+            }
+            let [first, second] = &halves;
+            let sliver = dst[s * kc * 32..(s + 1) * kc * 32].as_mut_ptr();
+            let r = p0;
+            let (mut c, mut i, mut j) = (r / (kh * kw), (r / kw) % kh, r % kw);
+            for p in 0..kc {
+                let entry = (c * plane + i * wp + j) as isize;
+                unsafe {
+                    _mm512_storeu_ps(sliver.add(p * 32), first.load(g.x, entry));
+                    _mm512_storeu_ps(sliver.add(p * 32 + 16), second.load(g.x, entry));
+                }
+                j += 1;
+                if j == kw {
+                    j = 0;
+                    i += 1;
+                    if i == kh {
+                        i = 0;
+                        c += 1;
+                    }
+                }
+            }
+        }
+    }
 
     /// `C[12 × 32] (+)= Apanel(kc × 12)ᵀ · Bpanel(kc × 32)` in 24 `zmm` accumulators, A packed
     /// (element `(i, p)` at `a[p·12 + i]`; `lda` unused).
@@ -425,6 +602,11 @@ mod x86 {
                 if !epi.bias.is_null() {
                     r0 = _mm512_add_ps(r0, _mm512_loadu_ps(epi.bias));
                     r1 = _mm512_add_ps(r1, _mm512_loadu_ps(epi.bias.add(16)));
+                }
+                if !epi.row_bias.is_null() {
+                    let bi = _mm512_set1_ps(*epi.row_bias.add(i));
+                    r0 = _mm512_add_ps(r0, bi);
+                    r1 = _mm512_add_ps(r1, bi);
                 }
                 let y = epi.silu;
                 if y.is_null() || y != c {
@@ -526,7 +708,7 @@ mod tests {
                     let mut c = vec![f32::NAN; m * n];
                     let mut y = vec![f32::NAN; m * n];
                     let silu_out = if separate { y.as_mut_ptr() } else { c.as_mut_ptr() };
-                    let epilogue = Epilogue { bias: bias.as_ptr(), silu: silu_out };
+                    let epilogue = Epilogue { bias: bias.as_ptr(), row_bias: std::ptr::null(), silu: silu_out };
                     // SAFETY: a is m×k, b is k×n, c and y are m×n, bias has n entries.
                     unsafe {
                         sgemm_with(
@@ -553,6 +735,59 @@ mod tests {
                                 assert!((got_c as f64 - z).abs() < 1e-5 * (1.0 + z.abs()), "z {case}: {got_c} vs {z}");
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The implicit im2col B against the convolution's definition: images whose rows are
+    /// narrower and wider than a 16-lane half, several images per sliver, padding on every
+    /// side (up to `kernel − 1`), a patch depth over several KC blocks, one and two threads.
+    #[test]
+    fn sgemm_on_implicit_im2col_is_the_convolution() {
+        if !available() {
+            return;
+        }
+        // (images, C, [H, W], [kh, kw], [ph, pw], C_out)
+        let cases = [
+            (2, 3, [16, 16], [3, 3], [1, 1], 13),
+            (5, 4, [4, 4], [3, 3], [1, 1], 12),
+            (3, 2, [7, 5], [2, 3], [1, 0], 7),
+            (1, 40, [8, 8], [3, 3], [1, 1], 25),
+            (4, 5, [6, 20], [1, 1], [0, 0], 9),
+            (2, 1, [4, 4], [5, 5], [4, 4], 6),
+            (1, 3, [3, 37], [3, 3], [2, 1], 12),
+        ];
+        for (images, channels, [h, w], [kh, kw], [ph, pw], co) in cases {
+            let out = [h + 2 * ph - kh + 1, w + 2 * pw - kw + 1];
+            let (k, n) = (channels * kh * kw, images * out[0] * out[1]);
+            let x = values(images * channels * h * w, 11);
+            let weight = values(co * k, 12);
+            let at = |img: usize, c: usize, y: isize, x_: isize| {
+                if y < 0 || x_ < 0 || y >= h as isize || x_ >= w as isize { 0.0 } else { x[((img * channels + c) * h + y as usize) * w + x_ as usize] as f64 }
+            };
+            for threads in [1, 2] {
+                let mut got = vec![f32::NAN; co * n];
+                let mut padded = vec![f32::NAN; padded_len(images, channels, [h, w], [ph, pw])];
+                let g = pad_images(&x, images, channels, [h, w], [ph, pw], [kh, kw], &mut padded);
+                assert_eq!(g.out, out);
+                // SAFETY: the weight is co × k row-major, C is co × n, the view reads inside x.
+                unsafe { sgemm_with(co, n, k, MatRef { ptr: weight.as_ptr(), rs: k, cs: 1 }, BSource::Im2col(g), got.as_mut_ptr(), n, false, Epilogue::NONE, threads) };
+                for o in 0..co {
+                    for q in 0..n {
+                        let (img, oy, ox) = (q / (out[0] * out[1]), (q / out[1]) % out[0], q % out[1]);
+                        let mut want = 0.0;
+                        for c in 0..channels {
+                            for i in 0..kh {
+                                for j in 0..kw {
+                                    let v = at(img, c, (oy + i) as isize - ph as isize, (ox + j) as isize - pw as isize);
+                                    want += weight[o * k + (c * kh + i) * kw + j] as f64 * v;
+                                }
+                            }
+                        }
+                        let case = format!("{images}×{channels}×{h}×{w} k{kh}×{kw} p{ph},{pw} threads {threads} [{o},{q}]");
+                        assert!((got[o * n + q] as f64 - want).abs() <= 1e-5 * (1.0 + k as f64).sqrt(), "{case}: {} vs {want}", got[o * n + q]);
                     }
                 }
             }
