@@ -141,10 +141,6 @@ impl Epilogue {
     /// Store `z` as it is.
     pub(crate) const NONE: Epilogue = Epilogue { bias: std::ptr::null(), row_bias: std::ptr::null(), silu: std::ptr::null_mut() };
 
-    fn is_none(self) -> bool {
-        self.bias.is_null() && self.row_bias.is_null() && self.silu.is_null()
-    }
-
     /// The epilogue of the block starting at `(i, j)` of a C with row stride `ldc`.
     unsafe fn offset(self, i: usize, j: usize, ldc: usize) -> Self {
         Epilogue {
@@ -181,23 +177,26 @@ const KC: usize = 256;
 /// Columns of B packed at once (the packed block is `KC × NC`, about 4 MiB, in L3).
 const NC: usize = 4096;
 
-/// The largest `MR` and `MR × NR` of any micro-kernel (the scratch tile for edges).
+/// The largest `MR` of any micro-kernel (the row stride of a packed A sliver).
 const MAX_MR: usize = 12;
-const MAX_TILE: usize = MAX_MR * 32;
 
-/// `(MR, NR, micro-kernel)` chosen once for this CPU.
+/// `(MR, NR, micro-kernels)` chosen once for this CPU.
 #[derive(Clone, Copy)]
 struct Arch {
     mr: usize,
     nr: usize,
     mc: usize,
-    /// The micro-kernel on a packed A sliver: `(kc, a, lda (unused), b, c, ldc, accumulate)`.
-    kernel: Kernel,
-    /// The same reading a row-major A in place (`lda` its row stride).
+    /// The micro-kernels on a packed A sliver for up to 4, 8 and 12 rows: a last sliver of
+    /// `m` (32 or 64 output channels are `12 + 12 + 8` and `5·12 + 4`) runs the smallest that
+    /// covers it instead of a 12-row tile that is a third empty.
+    kernels: [Kernel; 3],
+    /// The 12-row kernel reading a row-major A in place (`lda` its row stride).
     kernel_rows: Kernel,
 }
 
-type Kernel = unsafe fn(usize, *const f32, usize, *const f32, *mut f32, usize, bool, Epilogue);
+/// `(kc, a, lda (unused when packed), b, c, ldc, accumulate, epilogue, rows, cols)`: the tile's
+/// `rows × cols` corner (at most `MR × NR`) is stored, the rest neither read nor written.
+type Kernel = unsafe fn(usize, *const f32, usize, *const f32, *mut f32, usize, bool, Epilogue, usize, usize);
 
 fn arch() -> Option<Arch> {
     use std::sync::OnceLock;
@@ -208,7 +207,7 @@ fn arch() -> Option<Arch> {
             // AVX2-only CPUs keep the `gemm` crate: a 6 × 16 AVX2 kernel written like the one
             // below measured 0.92× of it on the same machine.
             if is_x86_feature_detected!("avx512f") {
-                return Some(Arch { mr: 12, nr: 32, mc: 144, kernel: x86::kernel_12x32, kernel_rows: x86::kernel_12x32_rows });
+                return Some(Arch { mr: 12, nr: 32, mc: 144, kernels: [x86::kernel_4x32, x86::kernel_8x32, x86::kernel_12x32], kernel_rows: x86::kernel_12x32_rows });
             }
         }
         None
@@ -300,7 +299,7 @@ pub(crate) unsafe fn sgemm_with(
 /// The five BLIS loops on one thread.
 #[allow(clippy::too_many_arguments)]
 unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: BSource, c: MatMut, accumulate: bool, epilogue: Epilogue) {
-    let Arch { mr, nr, mc, kernel, kernel_rows } = arch;
+    let Arch { mr, nr, mc, kernels, kernel_rows } = arch;
     // A row-major A is read in place by the micro-kernel (its twelve rows of one KC block are
     // 12 KiB, as L1-friendly as a packed sliver): packing it was a fifth of an inference
     // pass. Only a last sliver of fewer than MR rows is packed (zero-padded).
@@ -312,7 +311,6 @@ unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: B
             let mc_max = mc.min(m.next_multiple_of(mr));
             let pack_b = aligned(pack_b, kc_max * nc_max);
             let pack_a = aligned(pack_a, kc_max * mc_max);
-            let mut tile = [0.0f32; MAX_TILE];
             for j0 in (0..n).step_by(NC) {
                 let nc = NC.min(n - j0);
                 for p0 in (0..k).step_by(KC) {
@@ -336,28 +334,12 @@ unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: B
                                 let (kern, ap, lda): (Kernel, *const f32, usize) = if ir < full {
                                     (kernel_rows, unsafe { a.ptr.add((i0 + ir) * a.rs + p0) }, a.rs)
                                 } else {
-                                    (kernel, unsafe { pack_a.as_ptr().add((ir - full) * kc) }, 0)
+                                    // A partial row tile is always packed (zero-padded), so no
+                                    // kernel reads past A.
+                                    (kernels[(mrb - 1) / 4], unsafe { pack_a.as_ptr().add((ir - full) * kc) }, 0)
                                 };
                                 let epi = if last { unsafe { epilogue.offset(i0 + ir, j0 + jr, c.rs) } } else { Epilogue::NONE };
-                                if mrb == mr && nrb == nr {
-                                    unsafe { kern(kc, ap, lda, bp, cp, c.rs, acc, epi) };
-                                } else {
-                                    // An edge tile: full tile into scratch, then the valid part
-                                    // (a partial row tile is always packed, so no read past A),
-                                    // through raw pointers: C may be uninitialised.
-                                    unsafe { kern(kc, ap, lda, bp, tile.as_mut_ptr(), nr, false, Epilogue::NONE) };
-                                    for i in 0..mrb {
-                                        for (j, &t) in tile[i * nr..i * nr + nrb].iter().enumerate() {
-                                            let offset = i * c.rs + j;
-                                            let z = if acc { t + unsafe { *cp.add(offset) } } else { t };
-                                            if epi.is_none() {
-                                                unsafe { *cp.add(offset) = z };
-                                            } else {
-                                                unsafe { epi.apply_scalar(z, i, j, cp, offset) };
-                                            }
-                                        }
-                                    }
-                                }
+                                unsafe { kern(kc, ap, lda, bp, cp, c.rs, acc, epi, mrb, nrb) };
                             }
                         }
                     }
@@ -538,17 +520,30 @@ mod x86 {
     }
 
     /// `C[12 × 32] (+)= Apanel(kc × 12)ᵀ · Bpanel(kc × 32)` in 24 `zmm` accumulators, A packed
-    /// (element `(i, p)` at `a[p·12 + i]`; `lda` unused).
+    /// (element `(i, p)` at `a[p·12 + i]`; `lda` unused); the `rows × cols` corner stored.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn kernel_12x32(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue) {
-        unsafe { kernel_body::<true>(kc, a, lda, b, c, rsc, accumulate, epi) }
+    pub(super) unsafe fn kernel_12x32(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
+        unsafe { kernel_body::<true, 12>(kc, a, lda, b, c, rsc, accumulate, epi, rows, cols) }
+    }
+
+    /// [`kernel_12x32`] for a sliver of at most 8 rows (16 accumulators).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn kernel_8x32(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
+        unsafe { kernel_body::<true, 8>(kc, a, lda, b, c, rsc, accumulate, epi, rows, cols) }
+    }
+
+    /// [`kernel_12x32`] for a sliver of at most 4 rows (8 accumulators).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn kernel_4x32(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
+        unsafe { kernel_body::<true, 4>(kc, a, lda, b, c, rsc, accumulate, epi, rows, cols) }
     }
 
     /// [`kernel_12x32`] reading A where it lies, row-major with row stride `lda` (element
     /// `(i, p)` at `a[i·lda + p]`): twelve sequential row streams instead of a packing pass.
+    /// Only called with all twelve rows present.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn kernel_12x32_rows(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue) {
-        unsafe { kernel_body::<false>(kc, a, lda, b, c, rsc, accumulate, epi) }
+    pub(super) unsafe fn kernel_12x32_rows(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
+        unsafe { kernel_body::<false, 12>(kc, a, lda, b, c, rsc, accumulate, epi, rows, cols) }
     }
 
     /// `eᶻ` on 16 lanes: `2ⁿ·p(r)`, `z = n ln 2 + r` (the Cephes polynomial of `simd::exp`),
@@ -577,8 +572,18 @@ mod x86 {
 
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn kernel_body<const PACKED: bool>(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue) {
-        const MR: usize = 12;
+    unsafe fn kernel_body<const PACKED: bool, const MR: usize>(
+        kc: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: *mut f32,
+        rsc: usize,
+        accumulate: bool,
+        epi: Epilogue,
+        rows: usize,
+        cols: usize,
+    ) {
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); 2]; MR];
             let mut b = b;
@@ -586,37 +591,41 @@ mod x86 {
                 let b0 = _mm512_loadu_ps(b);
                 let b1 = _mm512_loadu_ps(b.add(16));
                 for (i, row) in acc.iter_mut().enumerate() {
-                    let ai = _mm512_set1_ps(if PACKED { *a.add(p.wrapping_mul(MR).wrapping_add(i)) } else { *a.add(i.wrapping_mul(lda).wrapping_add(p)) });
+                    // Packed slivers keep the 12-row stride whatever the kernel's MR.
+                    let ai = _mm512_set1_ps(if PACKED { *a.add(p.wrapping_mul(super::MAX_MR).wrapping_add(i)) } else { *a.add(i.wrapping_mul(lda).wrapping_add(p)) });
                     row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
                     row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
                 }
                 b = b.add(32);
             }
-            for (i, row) in acc.iter().enumerate() {
+            // The column masks of the two 16-lane halves (all set for a full tile).
+            let m0 = if cols >= 16 { u16::MAX } else { ((1u32 << cols) - 1) as u16 };
+            let m1 = if cols >= 32 { u16::MAX } else if cols > 16 { ((1u32 << (cols - 16)) - 1) as u16 } else { 0 };
+            let y = epi.silu;
+            for (i, row) in acc.iter().enumerate().take(rows) {
                 let cp = c.add(i * rsc);
                 let (mut r0, mut r1) = (row[0], row[1]);
                 if accumulate {
-                    r0 = _mm512_add_ps(r0, _mm512_loadu_ps(cp));
-                    r1 = _mm512_add_ps(r1, _mm512_loadu_ps(cp.add(16)));
+                    r0 = _mm512_add_ps(r0, _mm512_maskz_loadu_ps(m0, cp));
+                    r1 = _mm512_add_ps(r1, _mm512_maskz_loadu_ps(m1, cp.add(16)));
                 }
                 if !epi.bias.is_null() {
-                    r0 = _mm512_add_ps(r0, _mm512_loadu_ps(epi.bias));
-                    r1 = _mm512_add_ps(r1, _mm512_loadu_ps(epi.bias.add(16)));
+                    r0 = _mm512_add_ps(r0, _mm512_maskz_loadu_ps(m0, epi.bias));
+                    r1 = _mm512_add_ps(r1, _mm512_maskz_loadu_ps(m1, epi.bias.add(16)));
                 }
                 if !epi.row_bias.is_null() {
                     let bi = _mm512_set1_ps(*epi.row_bias.add(i));
                     r0 = _mm512_add_ps(r0, bi);
                     r1 = _mm512_add_ps(r1, bi);
                 }
-                let y = epi.silu;
                 if y.is_null() || y != c {
-                    _mm512_storeu_ps(cp, r0);
-                    _mm512_storeu_ps(cp.add(16), r1);
+                    _mm512_mask_storeu_ps(cp, m0, r0);
+                    _mm512_mask_storeu_ps(cp.add(16), m1, r1);
                 }
                 if !y.is_null() {
                     let yp = y.add(i * rsc);
-                    _mm512_storeu_ps(yp, silu16(r0));
-                    _mm512_storeu_ps(yp.add(16), silu16(r1));
+                    _mm512_mask_storeu_ps(yp, m0, silu16(r0));
+                    _mm512_mask_storeu_ps(yp.add(16), m1, silu16(r1));
                 }
             }
         }
