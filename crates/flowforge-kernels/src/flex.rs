@@ -247,8 +247,17 @@ pub(crate) mod kernels {
     /// Element-wise passes split across threads in chunks of this many elements.
     const CHUNK: usize = 1 << 14;
 
+    /// Below this many elements of A, B and C together a thin product runs on one thread.
+    const THIN_PARALLEL: usize = 1 << 17;
+
     fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
-        if m.saturating_mul(n).saturating_mul(k) >= GEMM_PARALLEL { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None }
+        let threaded = if crate::thin::is_thin(m, n, k) {
+            // Memory-bound: the elements streamed, not the multiply-adds, set the work.
+            m * n + m * k + k * n >= THIN_PARALLEL
+        } else {
+            m.saturating_mul(n).saturating_mul(k) >= GEMM_PARALLEL
+        };
+        if threaded { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None }
     }
 
     /// The threads our sgemm splits a product over for the `gemm` crate's threading choice.
@@ -289,9 +298,14 @@ pub(crate) mod kernels {
     ) {
         assert!(dst.len() >= m * n && (m == 0 || k == 0 || (lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs)));
         assert!(n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
-        // Our AVX-512 micro-kernel where the CPU has one and C has at least half a tile each
-        // way (12 × 32; narrower products waste most of each tile and stay with `gemm`).
-        if crate::sgemm::available() && m >= 6 && n >= 16 {
+        // A thin dimension (≤ 4): streaming loops, not a tiled GEMM (see `crate::thin`).
+        let threaded = !matches!(parallelism, gemm::Parallelism::None);
+        if crate::thin::thin_gemm(threaded, dst, read_dst, (m, n, k), lhs, (lhs_rs, lhs_cs), rhs, (rhs_rs, rhs_cs)) {
+            return;
+        }
+        // Our micro-kernel (AVX-512 or AVX2) where the CPU has one and C has at least half a
+        // tile each way (narrower products waste most of each tile and stay with `gemm`).
+        if crate::sgemm::serves(m, n) {
             let threads = thread_count(parallelism);
             let lhs = crate::sgemm::MatRef { ptr: lhs.as_ptr(), rs: lhs_rs, cs: lhs_cs };
             let rhs = crate::sgemm::MatRef { ptr: rhs.as_ptr(), rs: rhs_rs, cs: rhs_cs };
@@ -338,13 +352,13 @@ pub(crate) mod kernels {
 
     /// `y = act(x·W + b)`, and with `keep_pre` also `z = x·W + b`: `(y, Some(z))`.
     ///
-    /// Where our AVX-512 GEMM serves the product, the bias and SiLU are its epilogue, applied
+    /// Where our GEMM (AVX-512 or AVX2) serves the product, the bias and SiLU are its epilogue, applied
     /// in registers to each finished tile (no bias pre-fill of the output, no second pass over
     /// it); otherwise bias rows, a GEMM accumulating into them, then SiLU in place.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn linear_forward(x: &[f32], w: &[f32], b: &[f32], m: usize, k: usize, n: usize, silu: bool, keep_pre: bool) -> (Vec<f32>, Option<Vec<f32>>) {
         assert!(x.len() >= m * k && w.len() >= k * n && b.len() >= n);
-        if crate::sgemm::available() && m >= 6 && n >= 16 {
+        if crate::sgemm::serves(m, n) {
             let threads = thread_count(parallelism(m, n, k));
             let mut z = Vec::<f32>::with_capacity(m * n);
             let mut y = if silu && keep_pre { Vec::<f32>::with_capacity(m * n) } else { Vec::new() };
@@ -559,6 +573,77 @@ pub(crate) mod simd {
         /// One Adam(W) update in place: `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
         /// `p ← decay·p − step_size·m/(√v + ε̂)`.
         pub(crate) fn adam(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], c: &AdamScalars) => adam_portable
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn axpy_block_portable(c: &mut [f32], ldc: usize, cols: usize, a: &[f32], a_strides: (usize, usize), rows: usize, k: usize, b: &[f32], ldb: usize, accumulate: bool) {
+        let (ars, acs) = a_strides;
+        if !accumulate {
+            for i in 0..rows {
+                c[i * ldc..i * ldc + cols].fill(0.0);
+            }
+        }
+        // p outermost: each row of B is read once while the block's C rows stay in L1.
+        for p in 0..k {
+            let b_row = &b[p * ldb..p * ldb + cols];
+            for i in 0..rows {
+                let s = a[i * ars + p * acs];
+                for (c, &b) in c[i * ldc..i * ldc + cols].iter_mut().zip(b_row) {
+                    *c += s * b;
+                }
+            }
+        }
+    }
+
+    /// `⟨a, b⟩` with 32 independent partial sums (four vector registers of AVX2), so the loop
+    /// vectorises and is not bound by one addition chain's latency.
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        const LANES: usize = 32;
+        let main = a.len() / LANES * LANES;
+        let mut acc = [0.0f32; LANES];
+        for (x, y) in a[..main].chunks_exact(LANES).zip(b[..main].chunks_exact(LANES)) {
+            for l in 0..LANES {
+                acc[l] += x[l] * y[l];
+            }
+        }
+        let mut width = LANES;
+        while width > 1 {
+            width /= 2;
+            for l in 0..width {
+                acc[l] += acc[l + width];
+            }
+        }
+        a[main..].iter().zip(&b[main..]).fold(acc[0], |s, (x, y)| s + x * y)
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn dot_block_portable(c: &mut [f32], ldc: usize, rows: usize, cols: usize, a: &[f32], lda: usize, b: &[f32], ldb: usize, k: usize, accumulate: bool) {
+        for i in 0..rows {
+            let a_row = &a[i * lda..i * lda + k];
+            for j in 0..cols {
+                let d = dot(a_row, &b[j * ldb..j * ldb + k]);
+                let c = &mut c[i * ldc + j];
+                *c = if accumulate { *c + d } else { d };
+            }
+        }
+    }
+
+    dispatch! {
+        /// `C (+)= A·B` on a `rows × cols` block as row updates: `C[i,:] += Σ_p A[i,p]·B[p,:]`,
+        /// `A[i,p] = a[i·ars + p·acs]`, B's rows contiguous (`B[p,j] = b[p·ldb + j]`), C's rows
+        /// `ldc` apart. For products with a thin inner or outer dimension.
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) fn axpy_block(c: &mut [f32], ldc: usize, cols: usize, a: &[f32], a_strides: (usize, usize), rows: usize, k: usize, b: &[f32], ldb: usize, accumulate: bool) => axpy_block_portable
+    }
+
+    dispatch! {
+        /// `C[i,j] (+)= ⟨A[i,:], B[:,j]⟩` on a `rows × cols` block, A's rows (`a[i·lda..][..k]`)
+        /// and B's columns (`b[j·ldb..][..k]`) contiguous. For products with a thin output.
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) fn dot_block(c: &mut [f32], ldc: usize, rows: usize, cols: usize, a: &[f32], lda: usize, b: &[f32], ldb: usize, k: usize, accumulate: bool) => dot_block_portable
     }
 
     #[cfg(test)]

@@ -335,11 +335,11 @@ mod kernels {
         });
     }
 
-    /// Whether the implicit GEMM serves this convolution: stride 1, our micro-kernel on this
-    /// CPU, and enough output channels to fill its tiles (the 12-row tile of a 1-channel output
+    /// Whether the implicit GEMM serves this convolution: stride 1, our AVX-512 micro-kernel
+    /// (whose packing reads padded images), and enough output channels to fill its tiles (the 12-row tile of a 1-channel output
     /// would be 11/12 waste; such convolutions keep the explicit im2col and the `gemm` crate).
     fn implicit(g: &Geometry) -> bool {
-        g.stride == [1, 1] && crate::sgemm::available() && g.out_channels >= 6
+        g.stride == [1, 1] && crate::sgemm::implicit_im2col() && g.out_channels >= 6
     }
 
     /// The output `[B, C_out, ho, wo]`.
@@ -529,16 +529,15 @@ mod kernels {
         let explicit_x = input_grad && transposed.is_none();
         let group = g.images_per_group();
         let x_group = group * g.channels * g.in_plane();
-        // Per task: ∂Wᵀ `[k, C_out]` on the implicit path (transposed once at the end), ∂W
-        // `[C_out, k]` on the explicit one; the explicit ∂x written into `gx` by col2im.
-        let transposed_w = transposed.is_some();
-        let (gw, gb) = gx
+        // Per task: ∂Wᵀ `[k, C_out]` (transposed once at the end): `col` is then read in place
+        // as A, and only the small `∂Yᵀ` is packed through strides.
+        let (gw_t, gb) = gx
             .par_chunks_mut(x_group)
             .zip(x.par_chunks(x_group))
             .zip(grad.par_chunks(group * co * plane))
             .fold(
                 || (vec![0.0f32; co * k], vec![0.0f32; co]),
-                |(mut gw, mut gb), ((gx, x), grad)| {
+                |(mut gw_t, mut gb), ((gx, x), grad)| {
                     let images = x.len() / (g.channels * g.in_plane());
                     let columns = images * plane;
                     with_scratch([k * columns, co * columns, 0], |[col, dy, _]| {
@@ -552,20 +551,15 @@ mod kernels {
                             *b += row.iter().sum::<f32>();
                         }
                         im2col(g, x, images, col);
-                        if transposed_w {
-                            // ∂Wᵀ += col·∂Yᵀ
-                            gemm_into_with(g.gemm_threads(), &mut gw, true, (k, co, columns), col, (columns, 1), dy, (1, columns));
-                        } else {
-                            // ∂W += ∂Y·colᵀ
-                            gemm_into_with(g.gemm_threads(), &mut gw, true, (co, k, columns), dy, (columns, 1), col, (1, columns));
-                        }
+                        // ∂Wᵀ += col·∂Yᵀ
+                        gemm_into_with(g.gemm_threads(), &mut gw_t, true, (k, co, columns), col, (columns, 1), dy, (1, columns));
                         if explicit_x {
                             // ∂col = Wᵀ·∂Y, then back to the image.
                             gemm_into_with(g.gemm_threads(), col, false, (k, columns, co), w, (1, k), dy, (columns, 1));
                             col2im(g, col, images, gx);
                         }
                     });
-                    (gw, gb)
+                    (gw_t, gb)
                 },
             )
             .reduce(
@@ -576,17 +570,12 @@ mod kernels {
                     (gw, gb)
                 },
             );
-        let gw = if transposed_w {
-            let mut out = vec![0.0f32; co * k];
-            for r in 0..k {
-                for o in 0..co {
-                    out[o * k + r] = gw[r * co + o];
-                }
+        let mut gw = vec![0.0f32; co * k];
+        for r in 0..k {
+            for o in 0..co {
+                gw[o * k + r] = gw_t[r * co + o];
             }
-            out
-        } else {
-            gw
-        };
+        }
         (gx, gw, gb)
     }
 }

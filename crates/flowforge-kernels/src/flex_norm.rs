@@ -236,22 +236,28 @@ mod kernels {
     }
 
     pub(super) fn forward(b: &Blocks, x: &[f32], gamma: &[f32], beta: &[f32], epsilon: f64, silu: bool) -> Vec<f32> {
-        let mut y = vec![0.0f32; x.len()];
+        // Written block by block without zeroing first (a memset of the whole output was 1% of
+        // a U-Net step).
+        let mut y = Vec::<f32>::with_capacity(x.len());
         let groups = b.channels / b.per_group.max(1);
-        y.par_chunks_mut(b.len()).zip(x.par_chunks(b.len())).enumerate().for_each(|(index, (y, x))| {
+        y.spare_capacity_mut()[..x.len()].par_chunks_mut(b.len()).zip(x.par_chunks(b.len())).enumerate().for_each(|(index, (y, x))| {
             let (mean, rstd) = statistics(x, epsilon);
             let first = (index % groups) * b.per_group;
             for (c, (y, x)) in y.chunks_mut(b.spatial).zip(x.chunks(b.spatial)).enumerate() {
                 let scale = rstd * gamma[first + c];
                 let shift = beta[first + c] - mean * scale;
                 for (y, x) in y.iter_mut().zip(x) {
-                    *y = x * scale + shift;
+                    y.write(x * scale + shift);
                 }
             }
+            // SAFETY: every element of the block was written just above.
+            let y = unsafe { &mut *(y as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
             if silu {
                 simd::silu(y);
             }
         });
+        // SAFETY: the blocks cover `x.len()` elements, all written.
+        unsafe { y.set_len(x.len()) };
         y
     }
 

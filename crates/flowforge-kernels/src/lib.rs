@@ -30,6 +30,8 @@ pub mod flex_conv;
 pub mod flex_norm;
 #[cfg(feature = "flex")]
 mod sgemm;
+#[cfg(feature = "flex")]
+mod thin;
 
 /// The nonlinearity applied after the affine map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

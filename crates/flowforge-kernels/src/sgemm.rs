@@ -1,9 +1,11 @@
 //! Single-precision GEMM, `C = [C +] A·B`, in the BLIS layout: B packed into `KC × NR` column
 //! slivers that stay in L1, A packed into `MR × KC` row slivers that stay in L2, and a register-
-//! blocked micro-kernel (AVX-512 `12 × 32` or AVX2 `6 × 16`) that streams them.
+//! blocked micro-kernel (AVX-512 `12 × 32`, or AVX2 + FMA `6 × 16`) that streams them.
 //!
 //! Why not the `gemm` crate, which burn-flex calls: on AVX-512 machines (Zen 4/5) it reaches
-//! about 60% of OpenBLAS's rate; the micro-kernel below keeps 24 `zmm` accumulators busy.
+//! about 60% of OpenBLAS's rate; the micro-kernel below keeps 24 `zmm` accumulators busy. On an
+//! AVX2 Zen 1 it reached 37 GFLOP/s on the MLP's `4096 × 256 × 256` products where MKL reaches
+//! 65: its packing and blocking, not its 12-register kernel, lose the time.
 //! Reference: Van Zee & van de Geijn, "BLIS: A Framework for Rapidly Instantiating BLAS
 //! Functionality", ACM TOMS 41(3), 2015; Goto & van de Geijn, "Anatomy of High-Performance
 //! Matrix Multiplication", ACM TOMS 34(3), 2008.
@@ -172,7 +174,8 @@ impl Epilogue {
 unsafe impl Send for Epilogue {}
 unsafe impl Sync for Epilogue {}
 
-/// Depth of one packed block (the `k` extent a micro-kernel call streams).
+/// Largest depth of one packed block (the `k` extent a micro-kernel call streams); `k` is cut
+/// into blocks of equal size up to this.
 const KC: usize = 256;
 /// Columns of B packed at once (the packed block is `KC × NC`, about 4 MiB, in L3).
 const NC: usize = 4096;
@@ -190,9 +193,18 @@ struct Arch {
     /// `m` (32 or 64 output channels are `12 + 12 + 8` and `5·12 + 4`) runs the smallest that
     /// covers it instead of a 12-row tile that is a third empty.
     kernels: [Kernel; 3],
-    /// The 12-row kernel reading a row-major A in place (`lda` its row stride).
+    /// The MR-row kernel reading a row-major A in place (`lda` its row stride).
     kernel_rows: Kernel,
+    /// The packing routines, compiled for this CPU's vector width.
+    pack_a: Pack,
+    pack_b: Pack,
+    /// Whether B can be packed straight from padded images ([`Im2col`]; AVX-512 only).
+    im2col: bool,
 }
+
+/// `(dst, matrix, row or column start, extent, p0, kc, mr or nr)`: [`pack_a_block`] or
+/// [`pack_matrix_block`].
+type Pack = unsafe fn(&mut [f32], MatRef, usize, usize, usize, usize, usize);
 
 /// `(kc, a, lda (unused when packed), b, c, ldc, accumulate, epilogue, rows, cols)`: the tile's
 /// `rows × cols` corner (at most `MR × NR`) is stored, the rest neither read nor written.
@@ -204,19 +216,52 @@ fn arch() -> Option<Arch> {
     *ARCH.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            // AVX2-only CPUs keep the `gemm` crate: a 6 × 16 AVX2 kernel written like the one
-            // below measured 0.92× of it on the same machine.
             if is_x86_feature_detected!("avx512f") {
-                return Some(Arch { mr: 12, nr: 32, mc: 144, kernels: [x86::kernel_4x32, x86::kernel_8x32, x86::kernel_12x32], kernel_rows: x86::kernel_12x32_rows });
+                return Some(Arch {
+                    mr: 12,
+                    nr: 32,
+                    mc: 144,
+                    kernels: [x86::kernel_4x32, x86::kernel_8x32, x86::kernel_12x32],
+                    kernel_rows: x86::kernel_12x32_rows,
+                    pack_a: x86::pack_a_avx512,
+                    pack_b: x86::pack_b_avx512,
+                    im2col: true,
+                });
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                // Six rows of two 8-lane vectors: 12 of the 16 `ymm` registers accumulate.
+                return Some(Arch {
+                    mr: x86::AVX2_MR,
+                    nr: 16,
+                    mc: 120,
+                    kernels: [x86::kernel_4x16, x86::kernel_6x16, x86::kernel_6x16],
+                    kernel_rows: x86::kernel_6x16_rows,
+                    pack_a: x86::pack_a_avx2,
+                    pack_b: x86::pack_b_avx2,
+                    im2col: false,
+                });
             }
         }
         None
     })
 }
 
-/// Whether [`sgemm`] has a micro-kernel for this CPU (callers fall back to the `gemm` crate).
-pub(crate) fn available() -> bool {
+/// Whether [`sgemm`] has a micro-kernel for this CPU.
+#[cfg(test)]
+fn available() -> bool {
     arch().is_some()
+}
+
+/// Whether [`sgemm`] should serve an `m × n` product: a micro-kernel for this CPU, and C at
+/// least half a tile each way (narrower products waste most of each tile; the `gemm` crate or
+/// the thin-product loops serve them).
+pub(crate) fn serves(m: usize, n: usize) -> bool {
+    arch().is_some_and(|a| 2 * m >= a.mr && 2 * n >= a.nr)
+}
+
+/// Whether B can be an [`Im2col`] view on this CPU (the implicit-GEMM convolution).
+pub(crate) fn implicit_im2col() -> bool {
+    arch().is_some_and(|a| a.im2col)
 }
 
 thread_local! {
@@ -299,7 +344,7 @@ pub(crate) unsafe fn sgemm_with(
 /// The five BLIS loops on one thread.
 #[allow(clippy::too_many_arguments)]
 unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: BSource, c: MatMut, accumulate: bool, epilogue: Epilogue) {
-    let Arch { mr, nr, mc, kernels, kernel_rows } = arch;
+    let Arch { mr, nr, mc, kernels, kernel_rows, pack_a: pack_a_fn, pack_b: pack_b_fn, .. } = arch;
     // A row-major A is read in place by the micro-kernel (its twelve rows of one KC block are
     // 12 KiB, as L1-friendly as a packed sliver): packing it was a fifth of an inference
     // pass. Only a last sliver of fewer than MR rows is packed (zero-padded).
@@ -307,23 +352,25 @@ unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: B
     PACK_A.with_borrow_mut(|pack_a| {
         PACK_B.with_borrow_mut(|pack_b| {
             let nc_max = NC.min(n.next_multiple_of(nr));
-            let kc_max = KC.min(k);
+            // Depth blocks of equal size: k = 288 as 144 + 144 rather than 256 + 32, whose short
+            // second block loads and stores every C tile again for 32 steps of work.
+            let kc_max = k.div_ceil(k.div_ceil(KC));
             let mc_max = mc.min(m.next_multiple_of(mr));
             let pack_b = aligned(pack_b, kc_max * nc_max);
             let pack_a = aligned(pack_a, kc_max * mc_max);
             for j0 in (0..n).step_by(NC) {
                 let nc = NC.min(n - j0);
-                for p0 in (0..k).step_by(KC) {
-                    let kc = KC.min(k - p0);
+                for p0 in (0..k).step_by(kc_max) {
+                    let kc = kc_max.min(k - p0);
                     let acc = accumulate || p0 > 0;
                     let last = p0 + kc == k;
-                    unsafe { pack_b_block(pack_b, b, p0, kc, j0, nc, nr) };
+                    unsafe { pack_b_block(pack_b_fn, pack_b, b, p0, kc, j0, nc, nr) };
                     for i0 in (0..m).step_by(mc) {
                         let mcb = mc.min(m - i0);
                         // Rows [i0, i0 + full) are read in place when `direct`; the rest packed.
                         let full = if direct { mcb - mcb % mr } else { 0 };
                         if full < mcb {
-                            unsafe { pack_a_block(pack_a, a, i0 + full, mcb - full, p0, kc, mr) };
+                            unsafe { pack_a_fn(pack_a, a, i0 + full, mcb - full, p0, kc, mr) };
                         }
                         for jr in (0..nc).step_by(nr) {
                             let nrb = nr.min(nc - jr);
@@ -358,10 +405,12 @@ fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buf[skip..skip + len]
 }
 
-/// Packs `B[p0..p0+kc, j0..j0+nc]` as `⌈nc/nr⌉` slivers of `kc × nr` (row-major, zero-padded).
-unsafe fn pack_b_block(dst: &mut [f32], b: BSource, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize) {
+/// Packs `B[p0..p0+kc, j0..j0+nc]` as `⌈nc/nr⌉` slivers of `kc × nr` (row-major, zero-padded),
+/// a strided matrix by `pack_matrix` (the arch's [`pack_matrix_block`]).
+#[allow(clippy::too_many_arguments)]
+unsafe fn pack_b_block(pack_matrix: Pack, dst: &mut [f32], b: BSource, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize) {
     match b {
-        BSource::Matrix(b) => unsafe { pack_matrix_block(dst, b, p0, kc, j0, nc, nr) },
+        BSource::Matrix(b) => unsafe { pack_matrix(dst, b, p0, kc, j0, nc, nr) },
         #[cfg(target_arch = "x86_64")]
         BSource::Im2col(g) => unsafe { x86::pack_im2col_block(dst, g, p0, kc, j0, nc, nr) },
         #[cfg(not(target_arch = "x86_64"))]
@@ -369,10 +418,10 @@ unsafe fn pack_b_block(dst: &mut [f32], b: BSource, p0: usize, kc: usize, j0: us
     }
 }
 
-/// [`pack_b_block`] for a strided matrix. Compiled for AVX-512 (only called where the
-/// micro-kernel runs), so the short row copies are inline `zmm` moves rather than `memmove`
-/// calls (a tenth of a large-batch training step).
-#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
+/// [`pack_b_block`] for a strided matrix. Compiled for the arch's vector width (`x86::pack_b_*`),
+/// so the short row copies are inline vector moves rather than `memmove` calls (a tenth of a
+/// large-batch training step).
+#[inline(always)]
 unsafe fn pack_matrix_block(dst: &mut [f32], b: MatRef, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize) {
     for (s, jr) in (0..nc).step_by(nr).enumerate() {
         let w = nr.min(nc - jr);
@@ -383,6 +432,10 @@ unsafe fn pack_matrix_block(dst: &mut [f32], b: MatRef, p0: usize, kc: usize, j0
             if b.cs == 1 && w == 32 && nr == 32 {
                 let out: &mut [f32; 32] = out.try_into().expect("nr = 32");
                 *out = unsafe { *(src as *const [f32; 32]) };
+                continue;
+            } else if b.cs == 1 && w == 16 && nr == 16 {
+                let out: &mut [f32; 16] = out.try_into().expect("nr = 16");
+                *out = unsafe { *(src as *const [f32; 16]) };
                 continue;
             } else if b.cs == 1 {
                 out[..w].copy_from_slice(unsafe { std::slice::from_raw_parts(src, w) });
@@ -397,8 +450,8 @@ unsafe fn pack_matrix_block(dst: &mut [f32], b: MatRef, p0: usize, kc: usize, j0
 }
 
 /// Packs `A[i0..i0+mc, p0..p0+kc]` as `⌈mc/mr⌉` slivers of `kc × mr` (column-major, zero-padded).
-/// Compiled for AVX-512 as [`pack_b_block`] is.
-#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
+/// Compiled for the arch's vector width as [`pack_matrix_block`] is.
+#[inline(always)]
 unsafe fn pack_a_block(dst: &mut [f32], a: MatRef, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize) {
     for (s, ir) in (0..mc).step_by(mr).enumerate() {
         let h = mr.min(mc - ir);
@@ -437,6 +490,155 @@ unsafe fn pack_a_block(dst: &mut [f32], a: MatRef, i0: usize, mc: usize, p0: usi
 mod x86 {
     use super::{Epilogue, Im2col};
     use std::arch::x86_64::*;
+
+    use super::MatRef;
+
+    /// [`super::pack_a_block`] compiled for AVX-512.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pack_a_avx512(dst: &mut [f32], a: MatRef, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize) {
+        unsafe { super::pack_a_block(dst, a, i0, mc, p0, kc, mr) }
+    }
+
+    /// [`super::pack_matrix_block`] compiled for AVX-512.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pack_b_avx512(dst: &mut [f32], b: MatRef, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize) {
+        unsafe { super::pack_matrix_block(dst, b, p0, kc, j0, nc, nr) }
+    }
+
+    /// [`super::pack_a_block`] compiled for AVX2.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn pack_a_avx2(dst: &mut [f32], a: MatRef, i0: usize, mc: usize, p0: usize, kc: usize, mr: usize) {
+        unsafe { super::pack_a_block(dst, a, i0, mc, p0, kc, mr) }
+    }
+
+    /// [`super::pack_matrix_block`] compiled for AVX2.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn pack_b_avx2(dst: &mut [f32], b: MatRef, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize) {
+        unsafe { super::pack_matrix_block(dst, b, p0, kc, j0, nc, nr) }
+    }
+
+    /// Rows of the AVX2 micro-kernel's tile (and the row stride of its packed A slivers).
+    pub(super) const AVX2_MR: usize = 6;
+
+    /// `C[6 × 16] (+)= Apanel(kc × 6)ᵀ · Bpanel(kc × 16)` in 12 `ymm` accumulators, A packed
+    /// (element `(i, p)` at `a[p·6 + i]`; `lda` unused); the `rows × cols` corner stored.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn kernel_6x16(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
+        unsafe { kernel_body_avx2::<true, 6>(kc, a, lda, b, c, rsc, accumulate, epi, rows, cols) }
+    }
+
+    /// [`kernel_6x16`] for a sliver of at most 4 rows (8 accumulators).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn kernel_4x16(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
+        unsafe { kernel_body_avx2::<true, 4>(kc, a, lda, b, c, rsc, accumulate, epi, rows, cols) }
+    }
+
+    /// [`kernel_6x16`] reading A where it lies, row-major with row stride `lda`. Only called
+    /// with all six rows present.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn kernel_6x16_rows(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
+        unsafe { kernel_body_avx2::<false, 6>(kc, a, lda, b, c, rsc, accumulate, epi, rows, cols) }
+    }
+
+    /// `eᶻ` on 8 lanes: `2ⁿ·p(r)`, `z = n ln 2 + r` (the Cephes polynomial of `simd::exp`),
+    /// `2ⁿ` assembled in the exponent bits. Inputs clamped to [−87.3, 88.7].
+    #[inline(always)]
+    unsafe fn exp8(x: __m256) -> __m256 {
+        unsafe {
+            let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3)), _mm256_set1_ps(88.7));
+            let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)));
+            let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+            let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+            let mut p = _mm256_set1_ps(1.987_569_1e-4);
+            for coefficient in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+                p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(coefficient));
+            }
+            let e_r = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0));
+            let two_n = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127))));
+            _mm256_mul_ps(e_r, two_n)
+        }
+    }
+
+    /// `z·σ(z) = z / (1 + e⁻ᶻ)` on 8 lanes.
+    #[inline(always)]
+    unsafe fn silu8(z: __m256) -> __m256 {
+        unsafe { _mm256_div_ps(z, _mm256_add_ps(_mm256_set1_ps(1.0), exp8(_mm256_sub_ps(_mm256_setzero_ps(), z)))) }
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn kernel_body_avx2<const PACKED: bool, const MR: usize>(
+        kc: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: *mut f32,
+        rsc: usize,
+        accumulate: bool,
+        epi: Epilogue,
+        rows: usize,
+        cols: usize,
+    ) {
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+            let mut b = b;
+            for p in 0..kc {
+                let b0 = _mm256_loadu_ps(b);
+                let b1 = _mm256_loadu_ps(b.add(8));
+                for (i, row) in acc.iter_mut().enumerate() {
+                    // Packed slivers keep the 6-row stride whatever the kernel's MR.
+                    let ai = _mm256_broadcast_ss(&*if PACKED { a.add(p.wrapping_mul(AVX2_MR).wrapping_add(i)) } else { a.add(i.wrapping_mul(lda).wrapping_add(p)) });
+                    row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
+                    row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+                }
+                b = b.add(16);
+            }
+            // Lane masks of the two 8-lane halves for an edge tile (masked lanes are neither
+            // read nor written, and cannot fault).
+            let full = cols >= 16;
+            let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32), lane);
+            let m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32 - 8), lane);
+            let load = |p: *const f32| {
+                if full { (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))) } else { (_mm256_maskload_ps(p, m0), _mm256_maskload_ps(p.add(8), m1)) }
+            };
+            let store = |p: *mut f32, v0: __m256, v1: __m256| {
+                if full {
+                    _mm256_storeu_ps(p, v0);
+                    _mm256_storeu_ps(p.add(8), v1);
+                } else {
+                    _mm256_maskstore_ps(p, m0, v0);
+                    _mm256_maskstore_ps(p.add(8), m1, v1);
+                }
+            };
+            let y = epi.silu;
+            for (i, row) in acc.iter().enumerate().take(rows) {
+                let cp = c.add(i * rsc);
+                let (mut r0, mut r1) = (row[0], row[1]);
+                if accumulate {
+                    let (c0, c1) = load(cp);
+                    r0 = _mm256_add_ps(r0, c0);
+                    r1 = _mm256_add_ps(r1, c1);
+                }
+                if !epi.bias.is_null() {
+                    let (b0, b1) = load(epi.bias);
+                    r0 = _mm256_add_ps(r0, b0);
+                    r1 = _mm256_add_ps(r1, b1);
+                }
+                if !epi.row_bias.is_null() {
+                    let bi = _mm256_set1_ps(*epi.row_bias.add(i));
+                    r0 = _mm256_add_ps(r0, bi);
+                    r1 = _mm256_add_ps(r1, bi);
+                }
+                if y.is_null() || y != c {
+                    store(cp, r0, r1);
+                }
+                if !y.is_null() {
+                    store(y.add(i * rsc), silu8(r0), silu8(r1));
+                }
+            }
+        }
+    }
 
     /// One run of consecutive output columns `ox..ox + len` of one output row `oy` of image
     /// `image`, landing on lanes `lane..lane + len` of a 16-lane half of the sliver row.
@@ -755,7 +957,7 @@ mod tests {
     /// side (up to `kernel − 1`), a patch depth over several KC blocks, one and two threads.
     #[test]
     fn sgemm_on_implicit_im2col_is_the_convolution() {
-        if !available() {
+        if !implicit_im2col() {
             return;
         }
         // (images, C, [H, W], [kh, kw], [ph, pw], C_out)
