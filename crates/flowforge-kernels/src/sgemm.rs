@@ -319,9 +319,45 @@ pub(crate) unsafe fn sgemm_with(
         unsafe { sgemm_serial(arch, m, n, k, a, b, c, accumulate, epilogue) };
         return;
     }
+    use rayon::prelude::*;
+    // A long product into a small C (a weight gradient: `m, n` the layer's widths, `k` the
+    // batch): split C and each worker packs a whole operand of depth k. Split k instead; worker
+    // 0 accumulates into C, the others into `m × n` partials added in at the end.
+    if let BSource::Matrix(b) = b
+        && k >= 4 * m.max(n)
+        && epilogue.bias.is_null()
+        && epilogue.row_bias.is_null()
+        && epilogue.silu.is_null()
+    {
+        let band = k.div_ceil(threads);
+        let partials: Vec<Vec<f32>> = (0..k.div_ceil(band))
+            .into_par_iter()
+            .filter_map(|t| {
+                let (p0, depth) = (t * band, band.min(k - t * band));
+                let (a, b) = unsafe { (a.offset(0, p0), BSource::Matrix(b.offset(p0, 0))) };
+                if t == 0 {
+                    unsafe { sgemm_serial(arch, m, n, depth, a, b, c, accumulate, Epilogue::NONE) };
+                    return None;
+                }
+                let mut partial = Vec::<f32>::with_capacity(m * n);
+                // SAFETY: with `accumulate` false every element is written before it is read.
+                unsafe {
+                    sgemm_serial(arch, m, n, depth, a, b, MatMut { ptr: partial.as_mut_ptr(), rs: n }, false, Epilogue::NONE);
+                    partial.set_len(m * n);
+                }
+                Some(partial)
+            })
+            .collect();
+        for partial in &partials {
+            for (i, row) in partial.chunks_exact(n).enumerate() {
+                let c_row = unsafe { std::slice::from_raw_parts_mut(c.ptr.add(i * c.rs), n) };
+                c_row.iter_mut().zip(row).for_each(|(c, p)| *c += p);
+            }
+        }
+        return;
+    }
     // Split C into `threads` rectangles along its longer side (in whole micro-tiles); each worker
     // packs what it reads itself, which costs O(k·(m + n)) against O(m·n·k / threads) of work.
-    use rayon::prelude::*;
     if m >= n {
         let chunk = m.div_ceil(threads).next_multiple_of(arch.mr);
         (0..m.div_ceil(chunk)).into_par_iter().for_each(|t| {
@@ -859,7 +895,8 @@ mod tests {
             eprintln!("no AVX-512 on this CPU: the gemm crate serves every product, nothing to test");
             return;
         }
-        let shapes = [(1, 1, 1), (7, 3, 5), (12, 32, 256), (13, 33, 300), (37, 70, 513), (300, 4130, 20), (2, 256, 256), (256, 2, 7), (25, 64, 0)];
+        // (…, 40, 36, 1000): k ≥ 4·max(m, n), split along k across threads.
+        let shapes = [(1, 1, 1), (7, 3, 5), (12, 32, 256), (13, 33, 300), (37, 70, 513), (300, 4130, 20), (2, 256, 256), (256, 2, 7), (25, 64, 0), (40, 36, 1000)];
         for &(m, n, k) in &shapes {
             for (transpose_a, transpose_b) in [(false, false), (true, false), (false, true), (true, true)] {
                 for threads in [1, 2] {
