@@ -352,9 +352,10 @@ pub(crate) mod kernels {
 
     /// `y = act(x·W + b)`, and with `keep_pre` also `z = x·W + b`: `(y, Some(z))`.
     ///
-    /// Where our GEMM (AVX-512 or AVX2) serves the product, the bias and SiLU are its epilogue, applied
-    /// in registers to each finished tile (no bias pre-fill of the output, no second pass over
-    /// it); otherwise bias rows, a GEMM accumulating into them, then SiLU in place.
+    /// Where our GEMM (AVX-512 or AVX2) serves the product, the bias and SiLU are its
+    /// epilogue, applied in registers to each finished tile (no bias pre-fill of the output, no
+    /// second pass over it); otherwise bias rows, a GEMM accumulating into them, then SiLU in
+    /// place.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn linear_forward(x: &[f32], w: &[f32], b: &[f32], m: usize, k: usize, n: usize, silu: bool, keep_pre: bool) -> (Vec<f32>, Option<Vec<f32>>) {
         assert!(x.len() >= m * k && w.len() >= k * n && b.len() >= n);

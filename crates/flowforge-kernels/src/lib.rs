@@ -5,11 +5,15 @@
 //! five more. On burn-flex that element-wise traffic costs as much as the matrix products
 //! (profile in `docs/performance.md`). [`linear`] computes `act(x·W + b)` instead as
 //!
-//! - **forward**: one GEMM into a buffer pre-filled with the bias rows, then SiLU in place with
-//!   a vectorised `exp` (AVX2/FMA when the CPU has it), the rows split across threads;
+//! - **forward**: one GEMM whose epilogue adds the bias and applies SiLU to each finished tile
+//!   in registers (the BLIS-style `sgemm`, with AVX-512 and AVX2 + FMA micro-kernels); on other
+//!   CPUs, bias rows, the `gemm` crate's GEMM, then SiLU in place with a vectorised `exp`;
 //! - **backward** (hand-written, burn's autodiff has no fusion on CPU): `∂z = ∂y ⊙ σ(z)(1 + z(1 −
 //!   σ(z)))` in one pass, then `∂b = 1ᵀ∂z`, `∂W = xᵀ∂z`, `∂x = ∂z·Wᵀ` as three GEMMs reading the
 //!   transposes in place through strides (no transpose copies).
+//!
+//! Products with a dimension of at most 4 (the input and output layers, every bias gradient)
+//! are memory-bound and run as streaming loops instead of a tiled GEMM (`thin`).
 //!
 //! It is a burn 0.22 *backend extension* ([`flex::FusedLinearBackend`]) implemented for `Flex`
 //! and for `Autodiff<B>` (the backward above). On every other device, for other dtypes, without
