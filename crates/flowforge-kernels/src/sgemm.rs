@@ -871,10 +871,11 @@ mod x86 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn values(len: usize, seed: u64) -> Vec<f32> {
+    /// `len` reproducible values in [−0.5, 0.5) (xorshift).
+    pub(crate) fn values(len: usize, seed: u64) -> Vec<f32> {
         let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..len)
             .map(|_| {
@@ -884,6 +885,21 @@ mod tests {
                 (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
             })
             .collect()
+    }
+
+    /// Asserts `c = [c0 +] A·B` (row-major `m × n`) against an f64 triple loop, within
+    /// `1e-5·√(1 + k)`.
+    pub(crate) fn assert_product(case: &str, c: &[f32], c0: &[f32], accumulate: bool, (m, n, k): (usize, usize, usize), (a, (ars, acs)): (&[f32], (usize, usize)), (b, (brs, bcs)): (&[f32], (usize, usize))) {
+        for i in 0..m {
+            for j in 0..n {
+                let mut want = if accumulate { c0[i * n + j] as f64 } else { 0.0 };
+                for p in 0..k {
+                    want += a[i * ars + p * acs] as f64 * b[p * brs + j * bcs] as f64;
+                }
+                let got = c[i * n + j] as f64;
+                assert!((got - want).abs() <= 1e-5 * (1.0 + k as f64).sqrt(), "{case}: C[{i},{j}] = {got}, want {want}");
+            }
+        }
     }
 
     /// Every edge case of the blocking (partial micro-tiles both ways, several `KC` and `NC`
@@ -921,19 +937,8 @@ mod tests {
                                 threads,
                             )
                         };
-                        for i in 0..m {
-                            for j in 0..n {
-                                let mut want = if accumulate { c0[i * n + j] as f64 } else { 0.0 };
-                                for p in 0..k {
-                                    want += a[i * ars + p * acs] as f64 * b[p * brs + j * bcs] as f64;
-                                }
-                                let got = c[i * n + j] as f64;
-                                assert!(
-                                    (got - want).abs() <= 1e-5 * (1.0 + k as f64).sqrt(),
-                                    "{m}×{n}×{k} ta {transpose_a} tb {transpose_b} threads {threads} acc {accumulate}: C[{i},{j}] = {got}, want {want}"
-                                );
-                            }
-                        }
+                        let case = format!("{m}×{n}×{k} ta {transpose_a} tb {transpose_b} threads {threads} acc {accumulate}");
+                        assert_product(&case, &c, &c0, accumulate, (m, n, k), (&a, (ars, acs)), (&b, (brs, bcs)));
                     }
                 }
             }

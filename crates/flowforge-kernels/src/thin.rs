@@ -140,18 +140,7 @@ fn pack(x: &[f32], (rs, cs): (usize, usize), rows: usize, cols: usize) -> Vec<f3
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
+    use crate::sgemm::tests::{assert_product, values};
 
     /// Every thin shape of the MLP and the convolutions (and a few ragged ones), every
     /// transpose of A and B, in order and in parallel, overwrite and accumulate: against an f64
@@ -182,20 +171,9 @@ mod tests {
                         let c0 = values(m * n, 3);
                         let mut c = c0.clone();
                         let served = thin_gemm(parallel, &mut c, accumulate, (m, n, k), &a, (ars, acs), &b, (brs, bcs));
-                        assert!(served, "{m}×{n}×{k} ta {transpose_a} tb {transpose_b} was not served");
-                        for i in 0..m {
-                            for j in 0..n {
-                                let mut want = if accumulate { c0[i * n + j] as f64 } else { 0.0 };
-                                for p in 0..k {
-                                    want += a[i * ars + p * acs] as f64 * b[p * brs + j * bcs] as f64;
-                                }
-                                let got = c[i * n + j] as f64;
-                                assert!(
-                                    (got - want).abs() <= 1e-5 * (1.0 + k as f64).sqrt(),
-                                    "{m}×{n}×{k} ta {transpose_a} tb {transpose_b} parallel {parallel} acc {accumulate}: C[{i},{j}] = {got}, want {want}"
-                                );
-                            }
-                        }
+                        let case = format!("{m}×{n}×{k} ta {transpose_a} tb {transpose_b} parallel {parallel} acc {accumulate}");
+                        assert!(served, "{case} was not served");
+                        assert_product(&case, &c, &c0, accumulate, (m, n, k), (&a, (ars, acs)), (&b, (brs, bcs)));
                     }
                 }
             }
