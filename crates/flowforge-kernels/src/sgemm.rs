@@ -189,9 +189,10 @@ struct Arch {
     mr: usize,
     nr: usize,
     mc: usize,
-    /// The micro-kernels on a packed A sliver for up to 4, 8 and 12 rows: a last sliver of
-    /// `m` (32 or 64 output channels are `12 + 12 + 8` and `5·12 + 4`) runs the smallest that
-    /// covers it instead of a 12-row tile that is a third empty.
+    /// The micro-kernels on a packed A sliver, indexed by `(rows − 1) / 4`: AVX-512 has 4, 8
+    /// and 12 rows (a last sliver of 32 or 64 output channels, `12 + 12 + 8` and `5·12 + 4`,
+    /// runs the smallest that covers it instead of a 12-row tile that is a third empty); AVX2
+    /// has 4, 6 and 6.
     kernels: [Kernel; 3],
     /// The MR-row kernel reading a row-major A in place (`lda` its row stride).
     kernel_rows: Kernel,
