@@ -335,9 +335,10 @@ mod kernels {
         });
     }
 
-    /// Whether the implicit GEMM serves this convolution: stride 1, our AVX-512 micro-kernel
-    /// (whose packing reads padded images), and enough output channels to fill its tiles (the 12-row tile of a 1-channel output
-    /// would be 11/12 waste; such convolutions keep the explicit im2col and the `gemm` crate).
+    /// Whether the implicit GEMM serves this convolution: stride 1, our micro-kernel (AVX-512
+    /// or AVX2, whose packing reads padded images), and enough output channels to fill its
+    /// tiles (a 1-channel output would leave all but one row of each tile empty; such
+    /// convolutions keep the explicit im2col and the `gemm` crate).
     fn implicit(g: &Geometry) -> bool {
         g.stride == [1, 1] && crate::sgemm::implicit_im2col() && g.out_channels >= 6
     }

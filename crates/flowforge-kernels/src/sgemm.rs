@@ -199,13 +199,16 @@ struct Arch {
     /// The packing routines, compiled for this CPU's vector width.
     pack_a: Pack,
     pack_b: Pack,
-    /// Whether B can be packed straight from padded images ([`Im2col`]; AVX-512 only).
-    im2col: bool,
+    /// Packs B straight from padded images ([`Im2col`]), for this CPU's `nr`.
+    pack_im2col: PackIm2col,
 }
 
 /// `(dst, matrix, row or column start, extent, p0, kc, mr or nr)`: [`pack_a_block`] or
 /// [`pack_matrix_block`].
 type Pack = unsafe fn(&mut [f32], MatRef, usize, usize, usize, usize, usize);
+
+/// `(dst, view, p0, kc, j0, nc, nr)`: `x86::pack_im2col_avx512` or `x86::pack_im2col_avx2`.
+type PackIm2col = unsafe fn(&mut [f32], Im2col, usize, usize, usize, usize, usize);
 
 /// `(kc, a, lda (unused when packed), b, c, ldc, accumulate, epilogue, rows, cols)`: the tile's
 /// `rows × cols` corner (at most `MR × NR`) is stored, the rest neither read nor written.
@@ -226,7 +229,7 @@ fn arch() -> Option<Arch> {
                     kernel_rows: x86::kernel_12x32_rows,
                     pack_a: x86::pack_a_avx512,
                     pack_b: x86::pack_b_avx512,
-                    im2col: true,
+                    pack_im2col: x86::pack_im2col_avx512,
                 });
             }
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
@@ -239,7 +242,7 @@ fn arch() -> Option<Arch> {
                     kernel_rows: x86::kernel_6x16_rows,
                     pack_a: x86::pack_a_avx2,
                     pack_b: x86::pack_b_avx2,
-                    im2col: false,
+                    pack_im2col: x86::pack_im2col_avx2,
                 });
             }
         }
@@ -260,9 +263,10 @@ pub(crate) fn serves(m: usize, n: usize) -> bool {
     arch().is_some_and(|a| 2 * m >= a.mr && 2 * n >= a.nr)
 }
 
-/// Whether B can be an [`Im2col`] view on this CPU (the implicit-GEMM convolution).
+/// Whether B can be an [`Im2col`] view on this CPU (the implicit-GEMM convolution): whenever
+/// [`sgemm`] has a micro-kernel here.
 pub(crate) fn implicit_im2col() -> bool {
-    arch().is_some_and(|a| a.im2col)
+    arch().is_some()
 }
 
 thread_local! {
@@ -381,7 +385,7 @@ pub(crate) unsafe fn sgemm_with(
 /// The five BLIS loops on one thread.
 #[allow(clippy::too_many_arguments)]
 unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: BSource, c: MatMut, accumulate: bool, epilogue: Epilogue) {
-    let Arch { mr, nr, mc, kernels, kernel_rows, pack_a: pack_a_fn, pack_b: pack_b_fn, .. } = arch;
+    let Arch { mr, nr, mc, kernels, kernel_rows, pack_a: pack_a_fn, .. } = arch;
     // A row-major A is read in place by the micro-kernel (its twelve rows of one KC block are
     // 12 KiB, as L1-friendly as a packed sliver): packing it was a fifth of an inference
     // pass. Only a last sliver of fewer than MR rows is packed (zero-padded).
@@ -401,7 +405,7 @@ unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: B
                     let kc = kc_max.min(k - p0);
                     let acc = accumulate || p0 > 0;
                     let last = p0 + kc == k;
-                    unsafe { pack_b_block(pack_b_fn, pack_b, b, p0, kc, j0, nc, nr) };
+                    unsafe { pack_b_block(arch, pack_b, b, p0, kc, j0, nc) };
                     for i0 in (0..m).step_by(mc) {
                         let mcb = mc.min(m - i0);
                         // Rows [i0, i0 + full) are read in place when `direct`; the rest packed.
@@ -442,16 +446,72 @@ fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buf[skip..skip + len]
 }
 
-/// Packs `B[p0..p0+kc, j0..j0+nc]` as `⌈nc/nr⌉` slivers of `kc × nr` (row-major, zero-padded),
-/// a strided matrix by `pack_matrix` (the arch's [`pack_matrix_block`]).
-#[allow(clippy::too_many_arguments)]
-unsafe fn pack_b_block(pack_matrix: Pack, dst: &mut [f32], b: BSource, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize) {
+/// Packs `B[p0..p0+kc, j0..j0+nc]` as `⌈nc/nr⌉` slivers of `kc × nr` (row-major, zero-padded)
+/// with the arch's packing routine for the source (a strided matrix or padded images).
+unsafe fn pack_b_block(arch: Arch, dst: &mut [f32], b: BSource, p0: usize, kc: usize, j0: usize, nc: usize) {
     match b {
-        BSource::Matrix(b) => unsafe { pack_matrix(dst, b, p0, kc, j0, nc, nr) },
-        #[cfg(target_arch = "x86_64")]
-        BSource::Im2col(g) => unsafe { x86::pack_im2col_block(dst, g, p0, kc, j0, nc, nr) },
-        #[cfg(not(target_arch = "x86_64"))]
-        BSource::Im2col(_) => unreachable!("sgemm runs on x86-64 only (available() is false elsewhere)"),
+        BSource::Matrix(b) => unsafe { (arch.pack_b)(dst, b, p0, kc, j0, nc, arch.nr) },
+        BSource::Im2col(g) => unsafe { (arch.pack_im2col)(dst, g, p0, kc, j0, nc, arch.nr) },
+    }
+}
+
+/// One run of consecutive output columns `ox..ox + len` of one output row `oy` of image
+/// `image`, landing on lanes `lane..lane + len` of one vector-wide half of a sliver row.
+#[derive(Clone, Copy, Default)]
+struct Run {
+    /// The run's lanes.
+    mask: u16,
+    /// Where lane 0 of the run's load starts for patch entry `(0, 0, 0)`:
+    /// `image·C·Hp·Wp + oy·Wp + ox − lane` (negative down to `1 − LANES` for the first run).
+    start: isize,
+}
+
+/// The runs of one `LANES`-wide half of a sliver (at most one per lane).
+#[derive(Clone, Copy, Default)]
+struct Runs {
+    runs: [Run; 16],
+    count: usize,
+}
+
+/// The runs of the two `LANES`-lane halves of the sliver of `width ≤ 2·LANES` im2col columns
+/// starting at column `q0` of `g`: output positions split where an output row ends or a half
+/// does.
+fn sliver_runs<const LANES: usize>(g: &Im2col, q0: usize, width: usize) -> [Runs; 2] {
+    let ([hp, wp], [_, wo]) = (g.padded, g.out);
+    let (image_len, out_plane) = (g.channels * hp * wp, g.out[0] * wo);
+    let mut halves = [Runs::default(); 2];
+    let mut lane = 0;
+    while lane < width {
+        let q = q0 + lane;
+        let (image, rest) = (q / out_plane, q % out_plane);
+        let (oy, ox) = (rest / wo, rest % wo);
+        let len = (wo - ox).min(width - lane).min(LANES - lane % LANES);
+        let half = &mut halves[lane / LANES];
+        let mask = (((1u32 << len) - 1) << (lane % LANES)) as u16;
+        half.runs[half.count] = Run { mask, start: (image * image_len + oy * wp + ox) as isize - (lane % LANES) as isize };
+        half.count += 1;
+        lane += len;
+    }
+    halves
+}
+
+/// Calls `f(p, entry)` for the `kc` patch entries from row `p0` of `g`'s im2col matrix:
+/// `entry = c·Hp·Wp + i·Wp + j` for row `(c·kh + i)·kw + j`.
+#[inline(always)]
+fn for_each_entry(g: &Im2col, p0: usize, kc: usize, mut f: impl FnMut(usize, isize)) {
+    let ([hp, wp], [kh, kw]) = (g.padded, g.kernel);
+    let (mut c, mut i, mut j) = (p0 / (kh * kw), (p0 / kw) % kh, p0 % kw);
+    for p in 0..kc {
+        f(p, (c * hp * wp + i * wp + j) as isize);
+        j += 1;
+        if j == kw {
+            j = 0;
+            i += 1;
+            if i == kh {
+                i = 0;
+                c += 1;
+            }
+        }
     }
 }
 
@@ -525,7 +585,7 @@ unsafe fn pack_a_block(dst: &mut [f32], a: MatRef, i0: usize, mc: usize, p0: usi
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Epilogue, Im2col};
+    use super::{Epilogue, Im2col, Runs};
     use std::arch::x86_64::*;
 
     use super::MatRef;
@@ -677,84 +737,92 @@ mod x86 {
         }
     }
 
-    /// One run of consecutive output columns `ox..ox + len` of one output row `oy` of image
-    /// `image`, landing on lanes `lane..lane + len` of a 16-lane half of the sliver row.
-    #[derive(Clone, Copy, Default)]
-    struct Run {
-        /// The run's lanes.
-        mask: u16,
-        /// Where lane 0 of the run's load starts for patch entry `(0, 0, 0)`:
-        /// `image·C·Hp·Wp + oy·Wp + ox − lane` (negative down to `−15` for the first run).
-        start: isize,
-    }
-
-    /// The runs of one 16-lane half of a sliver.
-    #[derive(Clone, Copy, Default)]
-    struct Half {
-        runs: [Run; 16],
-        count: usize,
-    }
-
-    impl Half {
-        /// The half's 16 lanes for the patch entry at offset `entry = c·Hp·Wp + i·Wp + j`: one
-        /// whole-vector load per run, blended in by the run's lanes (the images are padded, so
-        /// no lane needs a bounds check; the loads are independent, the blends one cycle each).
-        #[inline(always)]
-        unsafe fn load(&self, x: *const f32, entry: isize) -> __m512 {
-            unsafe {
-                let mut lanes = _mm512_setzero_ps();
-                for run in &self.runs[..self.count] {
-                    let v = _mm512_loadu_ps(x.offset(run.start + entry));
-                    lanes = _mm512_mask_blend_ps(run.mask, lanes, v);
-                }
-                lanes
+    /// The 16 lanes of an AVX-512 sliver half for the patch entry at offset `entry`: one
+    /// whole-vector load per run, blended in by the run's lanes (the images are padded, so no
+    /// lane needs a bounds check; the loads are independent, the blends one cycle each).
+    #[inline(always)]
+    unsafe fn gather16(half: &Runs, x: *const f32, entry: isize) -> __m512 {
+        unsafe {
+            let mut lanes = _mm512_setzero_ps();
+            for run in &half.runs[..half.count] {
+                let v = _mm512_loadu_ps(x.offset(run.start + entry));
+                lanes = _mm512_mask_blend_ps(run.mask, lanes, v);
             }
+            lanes
         }
     }
 
     /// [`super::pack_b_block`] for an [`Im2col`] view, `nr = 32`: each sliver row is the patch
     /// entry `(c, i, j)` of 32 consecutive output positions, gathered as runs along image rows.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn pack_im2col_block(dst: &mut [f32], g: Im2col, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize) {
-        assert_eq!(nr, 32, "the im2col packing fills 32-lane slivers");
-        let ([hp, wp], [kh, kw], [_, wo]) = (g.padded, g.kernel, g.out);
-        let (plane, out_plane) = (hp * wp, g.out[0] * wo);
-        let image_len = g.channels * plane;
+    pub(super) unsafe fn pack_im2col_avx512(dst: &mut [f32], g: Im2col, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize) {
+        assert_eq!(nr, 32, "the AVX-512 im2col packing fills 32-lane slivers");
         for (s, jr) in (0..nc).step_by(32).enumerate() {
-            let width = 32.min(nc - jr);
-            let mut halves = [Half::default(); 2];
-            let mut lane = 0;
-            while lane < width {
-                let q = g.first_column + j0 + jr + lane;
-                let (image, rest) = (q / out_plane, q % out_plane);
-                let (oy, ox) = (rest / wo, rest % wo);
-                let len = (wo - ox).min(width - lane).min(16 - lane % 16);
-                let half = &mut halves[lane / 16];
-                let mask = (((1u32 << len) - 1) << (lane % 16)) as u16;
-                half.runs[half.count] = Run { mask, start: (image * image_len + oy * wp + ox) as isize - (lane % 16) as isize };
-                half.count += 1;
-                lane += len;
-            }
-            let [first, second] = &halves;
+            let [first, second] = super::sliver_runs::<16>(&g, g.first_column + j0 + jr, 32.min(nc - jr));
             let sliver = dst[s * kc * 32..(s + 1) * kc * 32].as_mut_ptr();
-            let r = p0;
-            let (mut c, mut i, mut j) = (r / (kh * kw), (r / kw) % kh, r % kw);
-            for p in 0..kc {
-                let entry = (c * plane + i * wp + j) as isize;
-                unsafe {
-                    _mm512_storeu_ps(sliver.add(p * 32), first.load(g.x, entry));
-                    _mm512_storeu_ps(sliver.add(p * 32 + 16), second.load(g.x, entry));
+            super::for_each_entry(&g, p0, kc, |p, entry| unsafe {
+                _mm512_storeu_ps(sliver.add(p * 32), gather16(&first, g.x, entry));
+                _mm512_storeu_ps(sliver.add(p * 32 + 16), gather16(&second, g.x, entry));
+            });
+        }
+    }
+
+    /// One 8-lane half of an AVX2 sliver: its runs' starts and their lanes as `vblendvps`
+    /// masks (sign bit set on the run's lanes).
+    #[derive(Clone, Copy)]
+    struct Half8 {
+        starts: [isize; 8],
+        masks: [__m256; 8],
+        count: usize,
+        /// A single run covering all 8 lanes: a plain load.
+        whole: bool,
+    }
+
+    impl Half8 {
+        #[inline(always)]
+        unsafe fn new(half: &Runs) -> Self {
+            unsafe {
+                let bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+                let mut out = Half8 { starts: [0; 8], masks: [_mm256_setzero_ps(); 8], count: half.count, whole: half.count == 1 && half.runs[0].mask == 0xff };
+                for (r, run) in half.runs[..half.count].iter().enumerate() {
+                    out.starts[r] = run.start;
+                    let on = _mm256_and_si256(_mm256_set1_epi32(run.mask as i32), bits);
+                    out.masks[r] = _mm256_castsi256_ps(_mm256_cmpgt_epi32(on, _mm256_setzero_si256()));
                 }
-                j += 1;
-                if j == kw {
-                    j = 0;
-                    i += 1;
-                    if i == kh {
-                        i = 0;
-                        c += 1;
-                    }
-                }
+                out
             }
+        }
+
+        /// The half's 8 lanes for the patch entry at offset `entry` (as [`gather16`]).
+        #[inline(always)]
+        unsafe fn gather(&self, x: *const f32, entry: isize) -> __m256 {
+            unsafe {
+                if self.whole {
+                    return _mm256_loadu_ps(x.offset(self.starts[0] + entry));
+                }
+                let mut lanes = _mm256_setzero_ps();
+                for r in 0..self.count {
+                    let v = _mm256_loadu_ps(x.offset(self.starts[r] + entry));
+                    lanes = _mm256_blendv_ps(lanes, v, self.masks[r]);
+                }
+                lanes
+            }
+        }
+    }
+
+    /// [`super::pack_b_block`] for an [`Im2col`] view, `nr = 16`, as
+    /// [`pack_im2col_avx512`] in two 8-lane halves.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn pack_im2col_avx2(dst: &mut [f32], g: Im2col, p0: usize, kc: usize, j0: usize, nc: usize, nr: usize) {
+        assert_eq!(nr, 16, "the AVX2 im2col packing fills 16-lane slivers");
+        for (s, jr) in (0..nc).step_by(16).enumerate() {
+            let [first, second] = super::sliver_runs::<8>(&g, g.first_column + j0 + jr, 16.min(nc - jr));
+            let (first, second) = unsafe { (Half8::new(&first), Half8::new(&second)) };
+            let sliver = dst[s * kc * 16..(s + 1) * kc * 16].as_mut_ptr();
+            super::for_each_entry(&g, p0, kc, |p, entry| unsafe {
+                _mm256_storeu_ps(sliver.add(p * 16), first.gather(g.x, entry));
+                _mm256_storeu_ps(sliver.add(p * 16 + 8), second.gather(g.x, entry));
+            });
         }
     }
 
