@@ -26,7 +26,7 @@ use burn::tensor::{Shape, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::flex::kernels::gemm_into_with;
-use crate::sgemm::{BSource, Epilogue, MatRef, pad_images, padded_len};
+use crate::sgemm::{BSource, Epilogue, MatRef, im2col_from_padded, pad_images, padded_len};
 use crate::flex::{f32_data, register_gradients};
 
 /// The fused convolution's operations. Default bodies are burn's own convolution ops, so a
@@ -528,6 +528,9 @@ mod kernels {
             _ => vec![0.0f32; x.len()],
         };
         let explicit_x = input_grad && transposed.is_none();
+        // Stride 1: the im2col matrix for ∂W written from the padded images by vector runs
+        // (the scalar `im2col`, its short copies and edge fills, was a tenth of a U-Net step).
+        let padded_im2col = g.stride == [1, 1] && crate::sgemm::implicit_im2col();
         let group = g.images_per_group();
         let x_group = group * g.channels * g.in_plane();
         // Per task: ∂Wᵀ `[k, C_out]` (transposed once at the end): `col` is then read in place
@@ -541,7 +544,8 @@ mod kernels {
                 |(mut gw_t, mut gb), ((gx, x), grad)| {
                     let images = x.len() / (g.channels * g.in_plane());
                     let columns = images * plane;
-                    with_scratch([k * columns, co * columns, 0], |[col, dy, _]| {
+                    let padded_len = if padded_im2col { padded_len(images, g.channels, g.input, g.padding) } else { 0 };
+                    with_scratch([k * columns, co * columns, padded_len], |[col, dy, padded]| {
                         let dy: &[f32] = if images == 1 {
                             grad
                         } else {
@@ -551,7 +555,12 @@ mod kernels {
                         for (b, row) in gb.iter_mut().zip(dy.chunks(columns)) {
                             *b += row.iter().sum::<f32>();
                         }
-                        im2col(g, x, images, col);
+                        if padded_im2col {
+                            let view = pad_images(x, images, g.channels, g.input, g.padding, g.kernel, padded);
+                            im2col_from_padded(view, columns, col);
+                        } else {
+                            im2col(g, x, images, col);
+                        }
                         // ∂Wᵀ += col·∂Yᵀ
                         gemm_into_with(g.gemm_threads(), &mut gw_t, true, (k, co, columns), col, (columns, 1), dy, (1, columns));
                         if explicit_x {

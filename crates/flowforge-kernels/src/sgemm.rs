@@ -83,6 +83,21 @@ pub(crate) fn pad_images(x: &[f32], images: usize, channels: usize, [h, w]: [usi
     Im2col { x: body.as_ptr(), channels, padded: [hp, wp], kernel, out: [hp - kernel[0] + 1, wp - kernel[1] + 1], first_column: 0 }
 }
 
+/// Writes the im2col matrix of `view` (its first `columns` columns), row-major `[C·kh·kw,
+/// columns]`, into `col`, by the vector runs the implicit packing uses (for the weight
+/// gradient, where the matrix is read as A; the scalar im2col of `flex_conv` was a tenth of a
+/// U-Net training step).
+///
+/// # Panics
+/// Where [`implicit_im2col`] is false (callers check), or when `col` is too short.
+pub(crate) fn im2col_from_padded(view: Im2col, columns: usize, col: &mut [f32]) {
+    let arch = arch().expect("im2col_from_padded: callers check sgemm::implicit_im2col()");
+    assert!(col.len() >= view.channels * view.kernel[0] * view.kernel[1] * columns, "im2col_from_padded: col too short");
+    // SAFETY: the CPU has the routine's features; the view reads inside its padded buffer
+    // and slack, and `col` holds every row.
+    unsafe { (arch.write_im2col)(view, columns, col) };
+}
+
 /// Where the micro-kernels' B comes from: a strided matrix, or the im2col matrix of images.
 #[derive(Clone, Copy)]
 pub(crate) enum BSource {
@@ -201,6 +216,8 @@ struct Arch {
     pack_b: Pack,
     /// Packs B straight from padded images ([`Im2col`]), for this CPU's `nr`.
     pack_im2col: PackIm2col,
+    /// Writes the whole im2col matrix of an [`Im2col`] view ([`im2col_from_padded`]).
+    write_im2col: WriteIm2col,
 }
 
 /// `(dst, matrix, row or column start, extent, p0, kc, mr or nr)`: [`pack_a_block`] or
@@ -209,6 +226,9 @@ type Pack = unsafe fn(&mut [f32], MatRef, usize, usize, usize, usize, usize);
 
 /// `(dst, view, p0, kc, j0, nc, nr)`: `x86::pack_im2col_avx512` or `x86::pack_im2col_avx2`.
 type PackIm2col = unsafe fn(&mut [f32], Im2col, usize, usize, usize, usize, usize);
+
+/// `(view, columns, col)`: `x86::im2col_avx512` or `x86::im2col_avx2`.
+type WriteIm2col = unsafe fn(Im2col, usize, &mut [f32]);
 
 /// `(kc, a, lda (unused when packed), b, c, ldc, accumulate, epilogue, rows, cols)`: the tile's
 /// `rows × cols` corner (at most `MR × NR`) is stored, the rest neither read nor written.
@@ -230,6 +250,7 @@ fn arch() -> Option<Arch> {
                     pack_a: x86::pack_a_avx512,
                     pack_b: x86::pack_b_avx512,
                     pack_im2col: x86::pack_im2col_avx512,
+                    write_im2col: x86::im2col_avx512,
                 });
             }
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
@@ -243,6 +264,7 @@ fn arch() -> Option<Arch> {
                     pack_a: x86::pack_a_avx2,
                     pack_b: x86::pack_b_avx2,
                     pack_im2col: x86::pack_im2col_avx2,
+                    write_im2col: x86::im2col_avx2,
                 });
             }
         }
@@ -826,6 +848,55 @@ mod x86 {
         }
     }
 
+    /// [`super::im2col_from_padded`] on AVX-512: 32 columns at a time by the runs of
+    /// [`pack_im2col_avx512`] (a ragged last block masked).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn im2col_avx512(g: Im2col, columns: usize, col: &mut [f32]) {
+        let rows = g.channels * g.kernel[0] * g.kernel[1];
+        let out = col.as_mut_ptr();
+        for q0 in (0..columns).step_by(32) {
+            let width = 32.min(columns - q0);
+            let [first, second] = super::sliver_runs::<16>(&g, g.first_column + q0, width);
+            let m0 = if width >= 16 { u16::MAX } else { ((1u32 << width) - 1) as u16 };
+            let m1 = if width >= 32 { u16::MAX } else if width > 16 { ((1u32 << (width - 16)) - 1) as u16 } else { 0 };
+            super::for_each_entry(&g, 0, rows, |r, entry| unsafe {
+                let dst = out.add(r * columns + q0);
+                _mm512_mask_storeu_ps(dst, m0, gather16(&first, g.x, entry));
+                if m1 != 0 {
+                    _mm512_mask_storeu_ps(dst.add(16), m1, gather16(&second, g.x, entry));
+                }
+            });
+        }
+    }
+
+    /// [`super::im2col_from_padded`] on AVX2: 16 columns at a time by the runs of
+    /// [`pack_im2col_avx2`] (a ragged last block masked).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn im2col_avx2(g: Im2col, columns: usize, col: &mut [f32]) {
+        let rows = g.channels * g.kernel[0] * g.kernel[1];
+        let out = col.as_mut_ptr();
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for q0 in (0..columns).step_by(16) {
+            let width = 16.min(columns - q0);
+            let [first, second] = super::sliver_runs::<8>(&g, g.first_column + q0, width);
+            let (first, second) = unsafe { (Half8::new(&first), Half8::new(&second)) };
+            let m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(width as i32), lane);
+            let m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(width as i32 - 8), lane);
+            super::for_each_entry(&g, 0, rows, |r, entry| unsafe {
+                let dst = out.add(r * columns + q0);
+                if width == 16 {
+                    _mm256_storeu_ps(dst, first.gather(g.x, entry));
+                    _mm256_storeu_ps(dst.add(8), second.gather(g.x, entry));
+                } else {
+                    _mm256_maskstore_ps(dst, m0, first.gather(g.x, entry));
+                    if width > 8 {
+                        _mm256_maskstore_ps(dst.add(8), m1, second.gather(g.x, entry));
+                    }
+                }
+            });
+        }
+    }
+
     /// `C[12 × 32] (+)= Apanel(kc × 12)ᵀ · Bpanel(kc × 32)` in 24 `zmm` accumulators, A packed
     /// (element `(i, p)` at `a[p·12 + i]`; `lda` unused); the `rows × cols` corner stored.
     #[target_feature(enable = "avx512f")]
@@ -1063,8 +1134,8 @@ pub(crate) mod tests {
         }
     }
 
-    /// The implicit im2col B against the convolution's definition: images whose rows are
-    /// narrower and wider than a 16-lane half, several images per sliver, padding on every
+    /// The implicit im2col B (and the explicit matrix written from the same view) against the
+    /// convolution's definition: images whose rows are narrower and wider than a vector half, several images per sliver, padding on every
     /// side (up to `kernel − 1`), a patch depth over several KC blocks, one and two threads.
     #[test]
     fn sgemm_on_implicit_im2col_is_the_convolution() {
@@ -1089,11 +1160,23 @@ pub(crate) mod tests {
             let at = |img: usize, c: usize, y: isize, x_: isize| {
                 if y < 0 || x_ < 0 || y >= h as isize || x_ >= w as isize { 0.0 } else { x[((img * channels + c) * h + y as usize) * w + x_ as usize] as f64 }
             };
+            let mut padded = vec![f32::NAN; padded_len(images, channels, [h, w], [ph, pw])];
+            let g = pad_images(&x, images, channels, [h, w], [ph, pw], [kh, kw], &mut padded);
+            assert_eq!(g.out, out);
+            // The same view written out as the explicit matrix (the weight gradient's A).
+            let mut col = vec![f32::NAN; k * n + 1];
+            im2col_from_padded(g, n, &mut col);
+            for (r, row) in col[..k * n].chunks(n).enumerate() {
+                let (c, i, j) = (r / (kh * kw), (r / kw) % kh, r % kw);
+                for (q, &got) in row.iter().enumerate() {
+                    let (img, oy, ox) = (q / (out[0] * out[1]), (q / out[1]) % out[0], q % out[1]);
+                    let want = at(img, c, (oy + i) as isize - ph as isize, (ox + j) as isize - pw as isize);
+                    assert_eq!(got as f64, want, "im2col {images}×{channels}×{h}×{w} k{kh}×{kw} p{ph},{pw} [{r},{q}]");
+                }
+            }
+            assert!(col[k * n].is_nan(), "im2col wrote past its matrix");
             for threads in [1, 2] {
                 let mut got = vec![f32::NAN; co * n];
-                let mut padded = vec![f32::NAN; padded_len(images, channels, [h, w], [ph, pw])];
-                let g = pad_images(&x, images, channels, [h, w], [ph, pw], [kh, kw], &mut padded);
-                assert_eq!(g.out, out);
                 // SAFETY: the weight is co × k row-major, C is co × n, the view reads inside x.
                 unsafe { sgemm_with(co, n, k, MatRef { ptr: weight.as_ptr(), rs: k, cs: 1 }, BSource::Im2col(g), got.as_mut_ptr(), n, false, Epilogue::NONE, threads) };
                 for o in 0..co {
