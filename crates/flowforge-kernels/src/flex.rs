@@ -531,18 +531,109 @@ pub(crate) mod simd {
     }
 
     dispatch! {
-        /// `z ← z·σ(z)`.
-        pub(crate) fn silu(z: &mut [f32]) => silu_portable
+        /// `z ← z·σ(z)`, vectorised by LLVM.
+        fn silu_autovectorised(z: &mut [f32]) => silu_portable
     }
 
     dispatch! {
-        /// `y ← z·σ(z)`.
-        pub(super) fn silu_into(y: &mut [f32], z: &[f32]) => silu_into_portable
+        /// `y ← z·σ(z)`, vectorised by LLVM.
+        fn silu_into_autovectorised(y: &mut [f32], z: &[f32]) => silu_into_portable
     }
 
     dispatch! {
-        /// `grad ← grad·σ(z)(1 + z(1 − σ(z)))`.
-        pub(crate) fn silu_backward(grad: &mut [f32], z: &[f32]) => silu_backward_portable
+        /// `grad ← grad·σ(z)(1 + z(1 − σ(z)))`, vectorised by LLVM.
+        fn silu_backward_autovectorised(grad: &mut [f32], z: &[f32]) => silu_backward_portable
+    }
+
+    /// `z ← z·σ(z)`.
+    pub(crate) fn silu(z: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Level::Avx2 = level() {
+            // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+            return unsafe { avx2::silu(z) };
+        }
+        silu_autovectorised(z)
+    }
+
+    /// `y ← z·σ(z)`.
+    pub(super) fn silu_into(y: &mut [f32], z: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Level::Avx2 = level() {
+            // SAFETY: as in `silu`.
+            return unsafe { avx2::silu_into(y, z) };
+        }
+        silu_into_autovectorised(y, z)
+    }
+
+    /// `grad ← grad·σ(z)(1 + z(1 − σ(z)))`.
+    pub(crate) fn silu_backward(grad: &mut [f32], z: &[f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if let Level::Avx2 = level() {
+            // SAFETY: as in `silu`.
+            return unsafe { avx2::silu_backward(grad, z) };
+        }
+        silu_backward_autovectorised(grad, z)
+    }
+
+    /// The SiLU loops in AVX2 + FMA intrinsics. LLVM vectorises the portable loops but cannot
+    /// fuse their multiply-adds (no fast-math in Rust), and each 8-lane `exp` then is a chain
+    /// of some 30 dependent instructions: on a Zen 1 the loop ran latency-bound at 2.3 ns an
+    /// element. With FMA and two independent vectors per iteration it runs at a third of that.
+    #[cfg(target_arch = "x86_64")]
+    mod avx2 {
+        use crate::sgemm::x86::sigmoid8;
+        use std::arch::x86_64::*;
+
+        /// Applies `f` to `z` 16 lanes at a time (two independent vectors), the tail through
+        /// masked loads and stores so that every element sees the same arithmetic.
+        #[inline(always)]
+        unsafe fn map<const N: usize>(out: *mut f32, inputs: [*const f32; N], len: usize, f: impl Fn([__m256; N]) -> __m256) {
+            unsafe {
+                let mut i = 0;
+                while i + 16 <= len {
+                    let a = inputs.map(|p| _mm256_loadu_ps(p.add(i)));
+                    let b = inputs.map(|p| _mm256_loadu_ps(p.add(i + 8)));
+                    let (ya, yb) = (f(a), f(b));
+                    _mm256_storeu_ps(out.add(i), ya);
+                    _mm256_storeu_ps(out.add(i + 8), yb);
+                    i += 16;
+                }
+                while i < len {
+                    let lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32((len - i) as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+                    let v = inputs.map(|p| _mm256_maskload_ps(p.add(i), lanes));
+                    _mm256_maskstore_ps(out.add(i), lanes, f(v));
+                    i += 8;
+                }
+            }
+        }
+
+        #[target_feature(enable = "avx2,fma")]
+        pub(super) unsafe fn silu(z: &mut [f32]) {
+            let p = z.as_mut_ptr();
+            unsafe { map(p, [p as *const f32], z.len(), |[z]| _mm256_mul_ps(z, sigmoid8(z))) }
+        }
+
+        #[target_feature(enable = "avx2,fma")]
+        pub(super) unsafe fn silu_into(y: &mut [f32], z: &[f32]) {
+            assert_eq!(y.len(), z.len());
+            unsafe { map(y.as_mut_ptr(), [z.as_ptr()], z.len(), |[z]| _mm256_mul_ps(z, sigmoid8(z))) }
+        }
+
+        #[target_feature(enable = "avx2,fma")]
+        pub(super) unsafe fn silu_backward(grad: &mut [f32], z: &[f32]) {
+            assert_eq!(grad.len(), z.len());
+            let g = grad.as_mut_ptr();
+            unsafe {
+                map(g, [g as *const f32, z.as_ptr()], z.len(), |[g, z]| {
+                    // g·s·(1 + z(1 − s)); `1 − s` first, as the portable loop does: for large
+                    // z, `(1 + z) − z·s` cancels.
+                    let s = sigmoid8(z);
+                    let one = _mm256_set1_ps(1.0);
+                    let d = _mm256_fmadd_ps(z, _mm256_sub_ps(one, s), one);
+                    _mm256_mul_ps(g, _mm256_mul_ps(s, d))
+                })
+            }
+        }
     }
 
     /// The per-step scalars of one Adam update (see [`crate::AdamStep`]), in f32.

@@ -198,6 +198,9 @@ const NC: usize = 4096;
 /// The largest `MR` of any micro-kernel (the row stride of a packed A sliver).
 const MAX_MR: usize = 12;
 
+/// The most row tiles of one `mc` block: AVX2's 120 rows as 19 six-row tiles and two of four.
+const MAX_TILES: usize = 24;
+
 /// `(MR, NR, micro-kernels)` chosen once for this CPU.
 #[derive(Clone, Copy)]
 struct Arch {
@@ -430,23 +433,41 @@ unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: B
                     unsafe { pack_b_block(arch, pack_b, b, p0, kc, j0, nc) };
                     for i0 in (0..m).step_by(mc) {
                         let mcb = mc.min(m - i0);
-                        // Rows [i0, i0 + full) are read in place when `direct`; the rest packed.
-                        let full = if direct { mcb - mcb % mr } else { 0 };
-                        if full < mcb {
-                            unsafe { pack_a_fn(pack_a, a, i0 + full, mcb - full, p0, kc, mr) };
+                        // Row tiles: `mr` rows each, except that a remainder of a row or two
+                        // (AVX2's 6-row tiles: 32 output channels are 5·6 + 2) joins the last
+                        // full tile as two 4-row tiles, which run as fast per row on the 4-row
+                        // kernel and do not compute the empty rows of a 6-row one.
+                        let rem = mcb % mr;
+                        let (body, tail) = if rem != 0 && mcb > mr && rem + mr <= 8 { (mcb - rem - mr, [4, rem + mr - 4]) } else { (mcb - rem, [rem, 0]) };
+                        // Rows [0, full) of the block are read in place when `direct`; every
+                        // other tile is packed (zero-padded, so no kernel reads past A), one
+                        // sliver each.
+                        let full = if direct { body } else { 0 };
+                        let mut tiles = [(0usize, 0usize); MAX_TILES];
+                        let mut count = 0;
+                        for ir in (0..body).step_by(mr) {
+                            tiles[count] = (ir, mr);
+                            count += 1;
+                        }
+                        for h in tail.into_iter().filter(|&h| h > 0) {
+                            let ir = tiles[..count].last().map_or(0, |&(ir, h)| ir + h);
+                            tiles[count] = (ir, h);
+                            count += 1;
+                        }
+                        for (slot, &(ir, h)) in tiles[..count].iter().filter(|&&(ir, _)| ir >= full).enumerate() {
+                            unsafe { pack_a_fn(&mut pack_a[slot * kc * mr..], a, i0 + ir, h, p0, kc, mr) };
                         }
                         for jr in (0..nc).step_by(nr) {
                             let nrb = nr.min(nc - jr);
                             let bp = unsafe { pack_b.as_ptr().add(jr * kc) };
-                            for ir in (0..mcb).step_by(mr) {
-                                let mrb = mr.min(mcb - ir);
+                            let mut slot = 0;
+                            for &(ir, mrb) in &tiles[..count] {
                                 let cp = unsafe { c.ptr.add((i0 + ir) * c.rs + j0 + jr) };
                                 let (kern, ap, lda): (Kernel, *const f32, usize) = if ir < full {
                                     (kernel_rows, unsafe { a.ptr.add((i0 + ir) * a.rs + p0) }, a.rs)
                                 } else {
-                                    // A partial row tile is always packed (zero-padded), so no
-                                    // kernel reads past A.
-                                    (kernels[(mrb - 1) / 4], unsafe { pack_a.as_ptr().add((ir - full) * kc) }, 0)
+                                    slot += 1;
+                                    (kernels[(mrb - 1) / 4], unsafe { pack_a.as_ptr().add((slot - 1) * kc * mr) }, 0)
                                 };
                                 let epi = if last { unsafe { epilogue.offset(i0 + ir, j0 + jr, c.rs) } } else { Epilogue::NONE };
                                 unsafe { kern(kc, ap, lda, bp, cp, c.rs, acc, epi, mrb, nrb) };
@@ -606,7 +627,7 @@ unsafe fn pack_a_block(dst: &mut [f32], a: MatRef, i0: usize, mc: usize, p0: usi
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use super::{Epilogue, Im2col, Runs};
     use std::arch::x86_64::*;
 
@@ -682,6 +703,12 @@ mod x86 {
     #[inline(always)]
     unsafe fn silu8(z: __m256) -> __m256 {
         unsafe { _mm256_div_ps(z, _mm256_add_ps(_mm256_set1_ps(1.0), exp8(_mm256_sub_ps(_mm256_setzero_ps(), z)))) }
+    }
+
+    /// `σ(z) = 1 / (1 + e⁻ᶻ)` on 8 lanes (for the element-wise SiLU loops of `flex::simd`).
+    #[inline(always)]
+    pub(crate) unsafe fn sigmoid8(z: __m256) -> __m256 {
+        unsafe { _mm256_div_ps(_mm256_set1_ps(1.0), _mm256_add_ps(_mm256_set1_ps(1.0), exp8(_mm256_sub_ps(_mm256_setzero_ps(), z)))) }
     }
 
     #[inline(always)]
