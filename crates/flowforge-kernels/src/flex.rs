@@ -340,6 +340,29 @@ pub(crate) mod kernels {
         }
     }
 
+    /// `lhs·rhs` into a new row-major `m × n` buffer. On our micro-kernel's path the buffer is
+    /// not zeroed first (the kernel writes every element without reading it): the zeroing was
+    /// a memset as long as a weight gradient's packing at batch 256.
+    fn gemm_new((m, n, k): (usize, usize, usize), lhs: &[f32], (lhs_rs, lhs_cs): (usize, usize), rhs: &[f32], (rhs_rs, rhs_cs): (usize, usize)) -> Vec<f32> {
+        if k > 0 && !crate::thin::is_thin(m, n, k) && crate::sgemm::serves(m, n) {
+            assert!(lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs && rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
+            let mut c = Vec::<f32>::with_capacity(m * n);
+            let threads = thread_count(parallelism(m, n, k));
+            let lhs = crate::sgemm::MatRef { ptr: lhs.as_ptr(), rs: lhs_rs, cs: lhs_cs };
+            let rhs = crate::sgemm::MatRef { ptr: rhs.as_ptr(), rs: rhs_rs, cs: rhs_cs };
+            // SAFETY: the assert keeps every read inside lhs and rhs; with `accumulate` false
+            // sgemm writes all m·n elements of C (row stride n) and reads none.
+            unsafe {
+                crate::sgemm::sgemm(m, n, k, lhs, rhs, c.as_mut_ptr(), n, false, threads);
+                c.set_len(m * n);
+            }
+            return c;
+        }
+        let mut c = vec![0.0; m * n];
+        gemm_into(&mut c, false, (m, n, k), lhs, (lhs_rs, lhs_cs), rhs, (rhs_rs, rhs_cs));
+        c
+    }
+
     /// `z = x·W + b`: the bias rows first, then one GEMM accumulating into them.
     pub(super) fn affine(x: &[f32], w: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
         let mut z = Vec::with_capacity(m * n);
@@ -400,10 +423,8 @@ pub(crate) mod kernels {
 
     /// `(∂x, ∂W, ∂b) = (∂z·Wᵀ, xᵀ·∂z, 1ᵀ∂z)`, the transposes read through strides.
     pub(super) fn affine_backward(x: &[f32], w: &[f32], grad_pre: &[f32], m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let mut gx = vec![0.0; m * k];
-        gemm_into(&mut gx, false, (m, k, n), grad_pre, (n, 1), w, (1, n));
-        let mut gw = vec![0.0; k * n];
-        gemm_into(&mut gw, false, (k, n, m), x, (1, k), grad_pre, (n, 1));
+        let gx = gemm_new((m, k, n), grad_pre, (n, 1), w, (1, n));
+        let gw = gemm_new((k, n, m), x, (1, k), grad_pre, (n, 1));
         let mut gb = vec![0.0; n];
         let ones = vec![1.0f32; m];
         gemm_into(&mut gb, false, (1, n, m), &ones, (m, 1), grad_pre, (n, 1));
