@@ -26,7 +26,7 @@ use burn::tensor::{Shape, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::flex::kernels::gemm_into_with;
-use crate::sgemm::{BSource, Epilogue, MatRef, im2col_from_padded, pad_images, padded_len};
+use crate::sgemm::{BSource, Epilogue, MatRef, copy_short, im2col_from_padded, pad_images, padded_len};
 use crate::flex::{f32_data, register_gradients};
 
 /// The fused convolution's operations. Default bodies are burn's own convolution ops, so a
@@ -426,11 +426,9 @@ mod kernels {
                 }
                 unsafe { crate::sgemm::sgemm_with(co, columns, k, a, b, product.as_mut_ptr(), columns, false, epilogue, threads) };
                 // `[C_out, images·P]` to `[images, C_out, P]`.
-                for n in 0..images {
-                    for c in 0..co {
-                        unsafe { std::ptr::copy_nonoverlapping(product.as_ptr().add(c * columns + n * plane), dst.add((n * co + c) * plane), plane) };
-                    }
-                }
+                // SAFETY: this task's images: `images·C_out·P` floats from `dst`.
+                let dst = unsafe { std::slice::from_raw_parts_mut(dst, images * co * plane) };
+                scatter_images(product, dst, images, co, plane);
             });
         });
         // SAFETY: the groups cover every image, and sgemm (accumulate false) or the copy wrote
@@ -483,7 +481,7 @@ mod kernels {
     fn scatter_images(src: &[f32], dst: &mut [f32], images: usize, channels: usize, plane: usize) {
         for n in 0..images {
             for c in 0..channels {
-                dst[(n * channels + c) * plane..][..plane].copy_from_slice(&src[c * images * plane + n * plane..][..plane]);
+                copy_short(&mut dst[(n * channels + c) * plane..][..plane], &src[c * images * plane + n * plane..][..plane]);
             }
         }
     }
@@ -491,7 +489,7 @@ mod kernels {
     fn gather_images(src: &[f32], dst: &mut [f32], images: usize, channels: usize, plane: usize) {
         for n in 0..images {
             for c in 0..channels {
-                dst[c * images * plane + n * plane..][..plane].copy_from_slice(&src[(n * channels + c) * plane..][..plane]);
+                copy_short(&mut dst[c * images * plane + n * plane..][..plane], &src[(n * channels + c) * plane..][..plane]);
             }
         }
     }

@@ -61,6 +61,25 @@ pub(crate) fn padded_len(images: usize, channels: usize, [h, w]: [usize; 2], [ph
     images * channels * (h + 2 * ph) * (w + 2 * pw) + 2 * IM2COL_SLACK
 }
 
+/// `dst.copy_from_slice(src)` with inline moves for the lengths of image rows and planes the
+/// U-Net has (4 to 64 floats): `copy_from_slice` of a run-time length is a `memcpy` call, and
+/// those calls on 16-float rows were 2% of a U-Net step.
+#[inline(always)]
+pub(crate) fn copy_short(dst: &mut [f32], src: &[f32]) {
+    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
+        let d: &mut [f32; N] = dst.try_into().expect("same length");
+        *d = src.try_into().expect("same length");
+    }
+    match src.len() {
+        4 => fixed::<4>(dst, src),
+        8 => fixed::<8>(dst, src),
+        16 => fixed::<16>(dst, src),
+        32 => fixed::<32>(dst, src),
+        64 => fixed::<64>(dst, src),
+        _ => dst.copy_from_slice(src),
+    }
+}
+
 /// Copies the `images` images of `x` (`[images, C, H, W]`) into `out` with `padding` zeros
 /// around each plane (and zero slack at both ends), and returns the [`Im2col`] view of a
 /// `kernel`-sized stride-1 convolution over them. `out` holds [`padded_len`] floats.
@@ -75,7 +94,7 @@ pub(crate) fn pad_images(x: &[f32], images: usize, channels: usize, [h, w]: [usi
         plane_out[(ph + h) * wp..].fill(0.0);
         for (row_out, row_in) in plane_out[ph * wp..(ph + h) * wp].chunks_exact_mut(wp).zip(plane_in.chunks_exact(w)) {
             row_out[..pw].fill(0.0);
-            row_out[pw..pw + w].copy_from_slice(row_in);
+            copy_short(&mut row_out[pw..pw + w], row_in);
             row_out[pw + w..].fill(0.0);
         }
     }
