@@ -506,17 +506,17 @@ pub(crate) mod simd {
     /// One element-wise loop compiled for AVX-512, for AVX2 + FMA and for baseline x86-64 (or
     /// the target's default elsewhere), the widest the CPU has chosen at run time.
     macro_rules! dispatch {
-        ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) => $portable:ident) => {
+        ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $portable:ident) => {
             $(#[$doc])*
-            $vis fn $name($($arg: $ty),*) {
+            $vis fn $name($($arg: $ty),*) $(-> $ret)? {
                 #[cfg(target_arch = "x86_64")]
                 {
                     #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-                    fn wide($($arg: $ty),*) {
+                    fn wide($($arg: $ty),*) $(-> $ret)? {
                         $portable($($arg),*)
                     }
                     #[target_feature(enable = "avx2,fma")]
-                    fn narrow($($arg: $ty),*) {
+                    fn narrow($($arg: $ty),*) $(-> $ret)? {
                         $portable($($arg),*)
                     }
                     match level() {
@@ -564,6 +564,57 @@ pub(crate) mod simd {
     dispatch! {
         /// `grad ← grad·σ(z)(1 + z(1 − σ(z)))`, vectorised by LLVM.
         fn silu_backward_autovectorised(grad: &mut [f32], z: &[f32]) => silu_backward_portable
+    }
+
+    #[inline(always)]
+    fn scale_shift_portable(y: &mut [std::mem::MaybeUninit<f32>], x: &[f32], scale: f32, shift: f32, silu: bool) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            let z = x * scale + shift;
+            y.write(if silu { z * sigmoid(z) } else { z });
+        }
+    }
+
+    dispatch! {
+        /// `y ← x·scale + shift`, then SiLU when `silu`, vectorised by LLVM.
+        fn scale_shift_autovectorised(y: &mut [std::mem::MaybeUninit<f32>], x: &[f32], scale: f32, shift: f32, silu: bool) => scale_shift_portable
+    }
+
+    /// `y ← x·scale + shift`, then `y ← y·σ(y)` when `silu`, in one pass (a normalisation's
+    /// affine map and its activation). Writes every element of `y`, which has `x`'s length.
+    pub(crate) fn scale_shift(y: &mut [std::mem::MaybeUninit<f32>], x: &[f32], scale: f32, shift: f32, silu: bool) {
+        assert_eq!(y.len(), x.len());
+        #[cfg(target_arch = "x86_64")]
+        if let Level::Avx2 = level() {
+            // SAFETY: as in `silu`; `y` holds `x.len()` floats.
+            return unsafe { avx2::scale_shift(y.as_mut_ptr().cast(), x, scale, shift, silu) };
+        }
+        scale_shift_autovectorised(y, x, scale, shift, silu)
+    }
+
+    #[inline(always)]
+    fn mean_and_squares_portable(block: &[f32]) -> (f32, f32) {
+        let mut lanes = [0.0f32; 16];
+        let mut chunks = block.chunks_exact(16);
+        for chunk in &mut chunks {
+            for (l, v) in lanes.iter_mut().zip(chunk) {
+                *l += v;
+            }
+        }
+        let mean = (lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()) / block.len() as f32;
+        let mut lanes = [0.0f32; 16];
+        let mut chunks = block.chunks_exact(16);
+        for chunk in &mut chunks {
+            for (l, v) in lanes.iter_mut().zip(chunk) {
+                let d = v - mean;
+                *l += d * d;
+            }
+        }
+        (mean, lanes.iter().sum::<f32>() + chunks.remainder().iter().map(|v| (v - mean) * (v - mean)).sum::<f32>())
+    }
+
+    dispatch! {
+        /// `(μ, Σ(x − μ)²)` of a block, two passes (no cancellation), 16 lanes each.
+        pub(crate) fn mean_and_squares(block: &[f32]) -> (f32, f32) => mean_and_squares_portable
     }
 
     /// `z ← z·σ(z)`.
@@ -624,6 +675,21 @@ pub(crate) mod simd {
                     let v = inputs.map(|p| _mm256_maskload_ps(p.add(i), lanes));
                     _mm256_maskstore_ps(out.add(i), lanes, f(v));
                     i += 8;
+                }
+            }
+        }
+
+        #[target_feature(enable = "avx2,fma")]
+        pub(super) unsafe fn scale_shift(y: *mut f32, x: &[f32], scale: f32, shift: f32, silu: bool) {
+            let (a, b) = (_mm256_set1_ps(scale), _mm256_set1_ps(shift));
+            unsafe {
+                if silu {
+                    map(y, [x.as_ptr()], x.len(), |[x]| {
+                        let z = _mm256_fmadd_ps(x, a, b);
+                        _mm256_mul_ps(z, sigmoid8(z))
+                    })
+                } else {
+                    map(y, [x.as_ptr()], x.len(), |[x]| _mm256_fmadd_ps(x, a, b))
                 }
             }
         }
@@ -771,6 +837,32 @@ pub(crate) mod simd {
                 worst = worst.max(((got - want) / want).abs());
             }
             assert!(worst < 3e-7, "worst relative error {worst:e}");
+        }
+
+        /// The one-pass affine map + SiLU, on every tail length of the 16-lane loop, and the
+        /// block statistics, against f64.
+        #[test]
+        fn scale_shift_and_block_statistics_match_f64() {
+            for len in 0..40 {
+                let x: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).sin() * 3.0 + 0.5).collect();
+                for silu in [false, true] {
+                    let mut y = vec![std::mem::MaybeUninit::new(f32::NAN); len];
+                    super::scale_shift(&mut y, &x, 1.7, -0.4, silu);
+                    for (&x, y) in x.iter().zip(&y) {
+                        let z = f64::from(x) * 1.7 - 0.4;
+                        let want = if silu { z / (1.0 + (-z).exp()) } else { z };
+                        let got = f64::from(unsafe { y.assume_init() });
+                        assert!((got - want).abs() < 1e-6 * (1.0 + want.abs()), "len {len} silu {silu}: {got} vs {want}");
+                    }
+                }
+                if len > 0 {
+                    let (mean, squares) = super::mean_and_squares(&x);
+                    let want_mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / len as f64;
+                    let want_squares = x.iter().map(|&v| (f64::from(v) - want_mean).powi(2)).sum::<f64>();
+                    assert!((f64::from(mean) - want_mean).abs() < 1e-6, "mean, len {len}");
+                    assert!((f64::from(squares) - want_squares).abs() < 1e-5 * (1.0 + want_squares), "squares, len {len}");
+                }
+            }
         }
 
         #[test]

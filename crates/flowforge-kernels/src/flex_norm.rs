@@ -220,18 +220,8 @@ mod kernels {
 
     /// `(μ, 1/√(σ² + ε))` of one block, two-pass (no cancellation).
     fn statistics(block: &[f32], epsilon: f64) -> (f32, f32) {
-        let n = block.len() as f32;
-        let mean = sum(block) / n;
-        let mut lanes = [0.0f32; 16];
-        let mut chunks = block.chunks_exact(16);
-        for chunk in &mut chunks {
-            for (l, v) in lanes.iter_mut().zip(chunk) {
-                let d = v - mean;
-                *l += d * d;
-            }
-        }
-        let squares = lanes.iter().sum::<f32>() + chunks.remainder().iter().map(|v| (v - mean) * (v - mean)).sum::<f32>();
-        let variance = f64::from(squares / n);
+        let (mean, squares) = simd::mean_and_squares(block);
+        let variance = f64::from(squares / block.len() as f32);
         (mean, (1.0 / (variance + epsilon).sqrt()) as f32)
     }
 
@@ -243,17 +233,11 @@ mod kernels {
         y.spare_capacity_mut()[..x.len()].par_chunks_mut(b.len()).zip(x.par_chunks(b.len())).enumerate().for_each(|(index, (y, x))| {
             let (mean, rstd) = statistics(x, epsilon);
             let first = (index % groups) * b.per_group;
+            // Normalisation, affine map and SiLU in one pass per channel.
             for (c, (y, x)) in y.chunks_mut(b.spatial).zip(x.chunks(b.spatial)).enumerate() {
                 let scale = rstd * gamma[first + c];
                 let shift = beta[first + c] - mean * scale;
-                for (y, x) in y.iter_mut().zip(x) {
-                    y.write(x * scale + shift);
-                }
-            }
-            // SAFETY: every element of the block was written just above.
-            let y = unsafe { &mut *(y as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
-            if silu {
-                simd::silu(y);
+                simd::scale_shift(y, x, scale, shift, silu);
             }
         });
         // SAFETY: the blocks cover `x.len()` elements, all written.

@@ -487,7 +487,7 @@ mod tests {
         let d = device().autodiff();
         // (batch, c_in, c_out, h, w, kernel, stride, padding)
         // The stride-1 cases with at least 6 channels each way take the implicit GEMM (on
-        // AVX-512 CPUs), the others the explicit im2col.
+        // CPUs with AVX-512 or AVX2 + FMA), the others the explicit im2col.
         let cases: [(usize, usize, usize, usize, usize, [usize; 2], [usize; 2], [usize; 2]); 10] = [
             (5, 3, 4, 16, 16, [3, 3], [1, 1], [1, 1]),
             (3, 6, 12, 16, 16, [3, 3], [1, 1], [1, 1]),

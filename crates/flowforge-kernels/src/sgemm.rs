@@ -39,8 +39,8 @@ unsafe impl Sync for MatRef {}
 #[derive(Clone, Copy)]
 pub(crate) struct Im2col {
     /// The first padded image, `[images, C, Hp, Wp]` contiguous, with [`IM2COL_SLACK`]
-    /// readable floats before and after (the packing loads whole 16-lane vectors and keeps
-    /// only the lanes of each run).
+    /// readable floats before and after (the packing loads whole 16- or 8-lane vectors and
+    /// keeps only the lanes of each run).
     pub(crate) x: *const f32,
     pub(crate) channels: usize,
     /// `[Hp, Wp]`, the padded size.
