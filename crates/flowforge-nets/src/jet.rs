@@ -9,7 +9,8 @@
 
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, Linear, PaddingConfig2d};
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
 use burn::tensor::Tensor;
 use burn::tensor::activation;
 use flowforge_core::jvp::Dual;
@@ -310,10 +311,12 @@ impl Jet<4> {
         out
     }
 
-    /// Nearest-neighbour upsampling by 2 in both spatial dimensions.
+    /// Nearest-neighbour upsampling by 2 in both spatial dimensions: burn's nearest
+    /// `interpolate`, one gather pass (two `repeat_dim` copies were 2% of U-Net sampling).
     pub fn upsample_nearest2(self) -> Self {
-        let [b, c, h, w] = self.dims();
-        self.linear(|x| x.reshape([b * c * h, 1, w, 1]).repeat_dim(1, 2).repeat_dim(3, 2).reshape([b, c, 2 * h, 2 * w]))
+        let [_, _, h, w] = self.dims();
+        let options = InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([2 * h, 2 * w]);
+        self.linear(|x| interpolate(x, options.clone()))
     }
 }
 
@@ -349,5 +352,12 @@ mod tests {
         let up = Jet::plain(x).upsample_nearest2().value;
         let values: Vec<f32> = up.try_into_vec_as::<f32>().unwrap();
         assert_eq!(values, vec![1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0, 3.0, 3.0, 4.0, 4.0]);
+        // The gradient sums each 2×2 block of the output's gradient back onto its pixel.
+        let ad = device.autodiff();
+        let x = Tensor::<4>::from_data(burn::tensor::TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 1, 2, 2]), &ad).require_grad();
+        let weights = Tensor::<4>::from_data(burn::tensor::TensorData::new((0..16).map(|i| i as f32).collect::<Vec<_>>(), [1, 1, 4, 4]), &ad);
+        let grads = (Jet::plain(x.clone()).upsample_nearest2().value * weights).sum().backward();
+        let grad: Vec<f32> = x.grad(&grads).expect("gradient").try_into_vec_as::<f32>().unwrap();
+        assert_eq!(grad, vec![0.0 + 1.0 + 4.0 + 5.0, 2.0 + 3.0 + 6.0 + 7.0, 8.0 + 9.0 + 12.0 + 13.0, 10.0 + 11.0 + 14.0 + 15.0]);
     }
 }
