@@ -591,16 +591,27 @@ pub(crate) mod simd {
         scale_shift_autovectorised(y, x, scale, shift, silu)
     }
 
+    /// Sums in 16 lanes (vectorisable; the order of a pairwise-like reduction).
     #[inline(always)]
-    fn mean_and_squares_portable(block: &[f32]) -> (f32, f32) {
+    fn sum_portable(values: &[f32]) -> f32 {
         let mut lanes = [0.0f32; 16];
-        let mut chunks = block.chunks_exact(16);
+        let mut chunks = values.chunks_exact(16);
         for chunk in &mut chunks {
             for (l, v) in lanes.iter_mut().zip(chunk) {
                 *l += v;
             }
         }
-        let mean = (lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()) / block.len() as f32;
+        lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+    }
+
+    dispatch! {
+        /// `Σ values`, in 16 lanes.
+        pub(crate) fn sum(values: &[f32]) -> f32 => sum_portable
+    }
+
+    #[inline(always)]
+    fn mean_and_squares_portable(block: &[f32]) -> (f32, f32) {
+        let mean = sum_portable(block) / block.len() as f32;
         let mut lanes = [0.0f32; 16];
         let mut chunks = block.chunks_exact(16);
         for chunk in &mut chunks {

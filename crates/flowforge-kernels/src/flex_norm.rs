@@ -195,18 +195,6 @@ impl Blocks {
 mod kernels {
     use super::*;
 
-    /// Sums in 16 lanes (vectorisable; the order of a pairwise-like reduction).
-    fn sum(values: &[f32]) -> f32 {
-        let mut lanes = [0.0f32; 16];
-        let mut chunks = values.chunks_exact(16);
-        for chunk in &mut chunks {
-            for (l, v) in lanes.iter_mut().zip(chunk) {
-                *l += v;
-            }
-        }
-        lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
-    }
-
     fn sum_of_products(a: &[f32], b: &[f32]) -> f32 {
         let mut lanes = [0.0f32; 16];
         let (mut ca, mut cb) = (a.chunks_exact(16), b.chunks_exact(16));
@@ -275,7 +263,7 @@ mod kernels {
                             }
                             simd::silu_backward(gx, &z);
                         }
-                        let (s_g, s_gx) = (sum(gx), sum_of_products(gx, &xhat));
+                        let (s_g, s_gx) = (simd::sum(gx), sum_of_products(gx, &xhat));
                         gb[first + c] += s_g;
                         gg[first + c] += s_gx;
                         sum_g += s_g * gamma_c;
