@@ -27,10 +27,12 @@ pub trait FusedLinearBackend: Backend {
         if silu { Self::float_mul(z.clone(), Self::sigmoid(z)) } else { z }
     }
 
-    /// `(silu(z), z)` with `z = x·W + b`: the output and what the backward needs.
-    fn fused_linear_silu_with_pre(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
+    /// `(silu(z), σ(z))` with `z = x·W + b`: the output and, with it, all the backward needs
+    /// (`silu′(z) = σ + silu·(1 − σ)`, so the backward evaluates no `exp`).
+    fn fused_linear_silu_with_sigmoid(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let z = affine::<Self>(x, weight, bias);
-        (Self::float_mul(z.clone(), Self::sigmoid(z.clone())), z)
+        let s = Self::sigmoid(z.clone());
+        (Self::float_mul(z, s.clone()), s)
     }
 
     /// `silu(x) = x·σ(x)` element-wise, any shape.
@@ -46,16 +48,24 @@ pub trait FusedLinearBackend: Backend {
         Self::float_mul(grad, Self::float_mul(s, d))
     }
 
-    /// `(∂x, ∂W, ∂b)` from the output gradient `grad`; `pre` is `z` (read only when `silu`).
+    /// `(∂x, ∂W, ∂b)` from the output gradient `grad`. With `silu`, `output` and `sigmoid` are
+    /// the forward's `y = silu(z)` and `σ(z)`, and `∂z = grad·(σ + y(1 − σ))`; without, they
+    /// are not read.
     fn fused_linear_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        pre: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        sigmoid: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         silu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let n = weight.shape()[1];
-        let grad_pre = if silu { Self::fused_silu_backward(pre, grad) } else { grad };
+        let grad_pre = if silu {
+            let one_minus_s = Self::float_add_scalar(Self::float_neg(sigmoid.clone()), 1.0.into());
+            Self::float_mul(grad, Self::float_add(sigmoid, Self::float_mul(output, one_minus_s)))
+        } else {
+            grad
+        };
         let grad_bias = Self::float_reshape(Self::float_sum_dim(grad_pre.clone(), 0), Shape::new([n]));
         let grad_weight = Self::float_matmul(Self::float_transpose(x), grad_pre.clone());
         let grad_x = Self::float_matmul(grad_pre, Self::float_transpose(weight));
@@ -95,10 +105,10 @@ impl FusedLinearBackend for Flex {
         from_vec(y, m, n)
     }
 
-    fn fused_linear_silu_with_pre(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> (FlexTensor, FlexTensor) {
+    fn fused_linear_silu_with_sigmoid(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> (FlexTensor, FlexTensor) {
         let (m, k, n) = dims(&x, &weight);
-        let (y, z) = kernels::linear_forward(&f32_data(&x), &f32_data(&weight), &f32_data(&bias), m, k, n, true, true);
-        (from_vec(y, m, n), from_vec(z.expect("asked for the pre-activation"), m, n))
+        let (y, s) = kernels::linear_forward(&f32_data(&x), &f32_data(&weight), &f32_data(&bias), m, k, n, true, true);
+        (from_vec(y, m, n), from_vec(s.expect("asked for the sigmoid"), m, n))
     }
 
     fn fused_silu(x: FlexTensor) -> FlexTensor {
@@ -118,18 +128,18 @@ impl FusedLinearBackend for Flex {
         FlexTensor::from_data(TensorData::new(g, shape))
     }
 
-    fn fused_linear_backward(x: FlexTensor, weight: FlexTensor, pre: FlexTensor, grad: FlexTensor, silu: bool) -> (FlexTensor, FlexTensor, FlexTensor) {
+    fn fused_linear_backward(x: FlexTensor, weight: FlexTensor, output: FlexTensor, sigmoid: FlexTensor, grad: FlexTensor, silu: bool) -> (FlexTensor, FlexTensor, FlexTensor) {
         let (m, k, n) = dims(&x, &weight);
         let mut grad = grad;
         let mut copied = None;
         if silu {
-            let pre = f32_data(&pre);
+            let (y, s) = (f32_data(&output), f32_data(&sigmoid));
             // The incoming gradient is usually owned by this call alone: rewrite it in place.
             match unique_dense_f32(&mut grad) {
-                Some(g) => kernels::silu_backward_in_place(g, &pre),
+                Some(g) => kernels::silu_backward_from_sigmoid_in_place(g, &y, &s),
                 None => {
                     let mut g = f32_data(&grad).into_owned();
-                    kernels::silu_backward_in_place(&mut g, &pre);
+                    kernels::silu_backward_from_sigmoid_in_place(&mut g, &y, &s);
                     copied = Some(g);
                 }
             }
@@ -204,19 +214,19 @@ impl<B: FusedLinearBackend, C: CheckpointStrategy> FusedLinearBackend for Autodi
     }
 
     fn fused_linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, silu: bool) -> FloatTensor<Self> {
-        /// Backward of `act(x·W + b)`; the state is `(x, W, z)` (z only for SiLU) and the flag.
+        /// Backward of `act(x·W + b)`; the state is `(x, W)` and, for SiLU, `(silu(z), σ(z))`.
         #[derive(Debug)]
         struct FusedLinearGrad;
 
         impl<B: FusedLinearBackend> Backward<B, 3> for FusedLinearGrad {
-            type State = (FloatTensor<B>, FloatTensor<B>, Option<FloatTensor<B>>);
+            type State = (FloatTensor<B>, FloatTensor<B>, Option<(FloatTensor<B>, FloatTensor<B>)>);
 
             fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let (x, weight, pre) = ops.state;
+                let (x, weight, activation) = ops.state;
                 let grad = grads.consume::<B>(&ops.node);
-                let silu = pre.is_some();
-                let pre = pre.unwrap_or_else(|| grad.clone());
-                let (grad_x, grad_weight, grad_bias) = B::fused_linear_backward(x, weight, pre, grad, silu);
+                let silu = activation.is_some();
+                let (output, sigmoid) = activation.unwrap_or_else(|| (grad.clone(), grad.clone()));
+                let (grad_x, grad_weight, grad_bias) = B::fused_linear_backward(x, weight, output, sigmoid, grad, silu);
                 register_gradients::<B, 3>(grads, ops.parents.map(|p| p.map(|n| n.id)), [grad_x, grad_weight, grad_bias]);
             }
         }
@@ -226,8 +236,8 @@ impl<B: FusedLinearBackend, C: CheckpointStrategy> FusedLinearBackend for Autodi
         match FusedLinearGrad.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 if silu {
-                    let (y, z) = B::fused_linear_silu_with_pre(x.clone(), weight.clone(), bias);
-                    prep.finish((x, weight, Some(z)), y)
+                    let (y, s) = B::fused_linear_silu_with_sigmoid(x.clone(), weight.clone(), bias);
+                    prep.finish((x, weight, Some((y.clone(), s))), y)
                 } else {
                     let y = B::fused_linear(x.clone(), weight.clone(), bias, false);
                     prep.finish((x, weight, None), y)
@@ -373,7 +383,8 @@ pub(crate) mod kernels {
         z
     }
 
-    /// `y = act(x·W + b)`, and with `keep_pre` also `z = x·W + b`: `(y, Some(z))`.
+    /// `y = act(x·W + b)`, and with `keep_pre` (SiLU only) also `σ(z)`, `z = x·W + b`:
+    /// `(y, Some(σ(z)))`, what the backward reads.
     ///
     /// Where our GEMM (AVX-512 or AVX2) serves the product, the bias and SiLU are its
     /// epilogue, applied in registers to each finished tile (no bias pre-fill of the output, no
@@ -414,8 +425,9 @@ pub(crate) mod kernels {
             return (z, None);
         }
         if keep_pre {
-            let y = silu_of(&z);
-            return (y, Some(z));
+            let s = sigmoid_of(&z);
+            let y = z.iter().zip(&s).map(|(z, s)| z * s).collect();
+            return (y, Some(s));
         }
         silu_in_place(&mut z);
         (z, None)
@@ -444,6 +456,22 @@ pub(crate) mod kernels {
 
     pub(super) fn silu_backward_in_place(grad: &mut [f32], z: &[f32]) {
         grad.par_chunks_mut(CHUNK).zip(z.par_chunks(CHUNK)).for_each(|(g, z)| simd::silu_backward(g, z));
+    }
+
+    /// `σ(z)` into a new buffer.
+    fn sigmoid_of(z: &[f32]) -> Vec<f32> {
+        let mut s = vec![0.0f32; z.len()];
+        s.par_chunks_mut(CHUNK).zip(z.par_chunks(CHUNK)).for_each(|(s, z)| simd::sigmoid_into(s, z));
+        s
+    }
+
+    /// `grad ← grad·(σ + y(1 − σ))` from the forward's `y = silu(z)` and `σ = σ(z)`.
+    pub(super) fn silu_backward_from_sigmoid_in_place(grad: &mut [f32], y: &[f32], s: &[f32]) {
+        assert!(grad.len() == y.len() && grad.len() == s.len());
+        grad.par_chunks_mut(CHUNK)
+            .zip(y.par_chunks(CHUNK))
+            .zip(s.par_chunks(CHUNK))
+            .for_each(|((g, y), s)| simd::silu_backward_from_sigmoid(g, y, s));
     }
 }
 
@@ -492,6 +520,22 @@ pub(crate) mod simd {
     fn silu_into_portable(y: &mut [f32], z: &[f32]) {
         for (y, &z) in y.iter_mut().zip(z) {
             *y = z * sigmoid(z);
+        }
+    }
+
+    #[inline(always)]
+    fn sigmoid_into_portable(s: &mut [f32], z: &[f32]) {
+        for (s, &z) in s.iter_mut().zip(z) {
+            *s = sigmoid(z);
+        }
+    }
+
+    /// `silu′(z) = σ(1 + z(1 − σ)) = σ + y(1 − σ)` with `y = z·σ`: no `exp`, so a plain
+    /// vectorised loop is memory-bound already.
+    #[inline(always)]
+    fn silu_backward_from_sigmoid_portable(grad: &mut [f32], y: &[f32], s: &[f32]) {
+        for ((g, &y), &s) in grad.iter_mut().zip(y).zip(s) {
+            *g *= s + y * (1.0 - s);
         }
     }
 
@@ -564,6 +608,17 @@ pub(crate) mod simd {
     dispatch! {
         /// `grad ← grad·σ(z)(1 + z(1 − σ(z)))`, vectorised by LLVM.
         fn silu_backward_autovectorised(grad: &mut [f32], z: &[f32]) => silu_backward_portable
+    }
+
+    dispatch! {
+        /// `s ← σ(z)` (the fallback's forward keeping what the backward reads).
+        pub(super) fn sigmoid_into(s: &mut [f32], z: &[f32]) => sigmoid_into_portable
+    }
+
+    dispatch! {
+        /// `grad ← grad·(s + y(1 − s))`, the SiLU backward from the forward's `y = silu(z)` and
+        /// `s = σ(z)`.
+        pub(super) fn silu_backward_from_sigmoid(grad: &mut [f32], y: &[f32], s: &[f32]) => silu_backward_from_sigmoid_portable
     }
 
     #[inline(always)]
@@ -890,6 +945,24 @@ pub(crate) mod simd {
                 let s = 1.0 / (1.0 + (-f64::from(z)).exp());
                 assert!((f64::from(y) - f64::from(z) * s).abs() < 1e-6 * (1.0 + f64::from(z).abs()), "silu({z})");
                 assert!((f64::from(g) - s * (1.0 + f64::from(z) * (1.0 - s))).abs() < 1e-6, "silu'({z})");
+            }
+        }
+
+        /// The backward from the forward's `(silu(z), σ(z))`, on a range where `z(1 − σ)`
+        /// matters and where it cancels, against f64; the sigmoid pass too.
+        #[test]
+        fn silu_derivative_from_the_sigmoid_matches_f64() {
+            let z: Vec<f32> = (-401..=400).map(|i| i as f32 * 0.05).collect();
+            let mut s = vec![f32::NAN; z.len()];
+            super::sigmoid_into(&mut s, &z);
+            let y: Vec<f32> = z.iter().zip(&s).map(|(z, s)| z * s).collect();
+            let mut g: Vec<f32> = (0..z.len()).map(|i| 1.0 + (i % 3) as f32).collect();
+            super::silu_backward_from_sigmoid(&mut g, &y, &s);
+            for (i, (&z, (&s, &g))) in z.iter().zip(s.iter().zip(&g)).enumerate() {
+                let want_s = 1.0 / (1.0 + (-f64::from(z)).exp());
+                assert!((f64::from(s) - want_s).abs() < 1e-6, "σ({z}): {s} vs {want_s}");
+                let want = (1.0 + (i % 3) as f64) * want_s * (1.0 + f64::from(z) * (1.0 - want_s));
+                assert!((f64::from(g) - want).abs() < 2e-6 * (1.0 + want.abs()), "silu'({z}): {g} vs {want}");
             }
         }
     }

@@ -163,9 +163,10 @@ unsafe impl Sync for MatMut {}
 /// What becomes of each finished element `z` of C (applied once, after the last KC block):
 /// `z += bias[j]` when `bias` is not null (a linear layer's bias, one per column), `z +=
 /// row_bias[i]` when `row_bias` is not null (a convolution's, one per output channel); then,
-/// when `silu` is not null, `silu(z)` is stored at the same `(i, j)` of the matrix `silu` points
-/// to (row stride `ldc`, as C). With `silu == c` C receives `silu(z)` only; otherwise C keeps
-/// `z` (the backward's input).
+/// when `silu` is not null, `silu(z) = z·σ(z)` is stored at the same `(i, j)` of the matrix
+/// `silu` points to (row stride `ldc`, as C). With `silu == c` C receives `silu(z)` only;
+/// otherwise C receives `σ(z)`, which with `silu(z)` is all the backward needs
+/// (`silu′(z) = σ + silu·(1 − σ)`, no second `exp`).
 #[derive(Clone, Copy)]
 pub(crate) struct Epilogue {
     pub(crate) bias: *const f32,
@@ -196,10 +197,11 @@ impl Epilogue {
             unsafe { *c.add(offset) = z };
         } else {
             let y = unsafe { self.silu.add(offset) };
+            let s = 1.0 / (1.0 + (-z).exp());
             if y != unsafe { c.add(offset) } {
-                unsafe { *c.add(offset) = z };
+                unsafe { *c.add(offset) = s };
             }
-            unsafe { *y = z / (1.0 + (-z).exp()) };
+            unsafe { *y = z * s };
         }
     }
 }
@@ -803,11 +805,14 @@ pub(crate) mod x86 {
                     r0 = _mm256_add_ps(r0, bi);
                     r1 = _mm256_add_ps(r1, bi);
                 }
-                if y.is_null() || y != c {
+                if y.is_null() {
                     store(cp, r0, r1);
-                }
-                if !y.is_null() {
-                    store(y.add(i * rsc), silu8(r0), silu8(r1));
+                } else if y == c {
+                    store(cp, silu8(r0), silu8(r1));
+                } else {
+                    let (s0, s1) = (sigmoid8(r0), sigmoid8(r1));
+                    store(cp, s0, s1);
+                    store(y.add(i * rsc), _mm256_mul_ps(r0, s0), _mm256_mul_ps(r1, s1));
                 }
             }
         }
@@ -1002,6 +1007,12 @@ pub(crate) mod x86 {
         unsafe { _mm512_div_ps(z, _mm512_add_ps(_mm512_set1_ps(1.0), exp16(_mm512_sub_ps(_mm512_setzero_ps(), z)))) }
     }
 
+    /// `σ(z) = 1 / (1 + e⁻ᶻ)` on 16 lanes.
+    #[inline(always)]
+    unsafe fn sigmoid16(z: __m512) -> __m512 {
+        unsafe { _mm512_div_ps(_mm512_set1_ps(1.0), _mm512_add_ps(_mm512_set1_ps(1.0), exp16(_mm512_sub_ps(_mm512_setzero_ps(), z)))) }
+    }
+
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     unsafe fn kernel_body<const PACKED: bool, const MR: usize>(
@@ -1050,14 +1061,19 @@ pub(crate) mod x86 {
                     r0 = _mm512_add_ps(r0, bi);
                     r1 = _mm512_add_ps(r1, bi);
                 }
-                if y.is_null() || y != c {
+                if y.is_null() {
                     _mm512_mask_storeu_ps(cp, m0, r0);
                     _mm512_mask_storeu_ps(cp.add(16), m1, r1);
-                }
-                if !y.is_null() {
+                } else if y == c {
+                    _mm512_mask_storeu_ps(cp, m0, silu16(r0));
+                    _mm512_mask_storeu_ps(cp.add(16), m1, silu16(r1));
+                } else {
+                    let (s0, s1) = (sigmoid16(r0), sigmoid16(r1));
+                    _mm512_mask_storeu_ps(cp, m0, s0);
+                    _mm512_mask_storeu_ps(cp.add(16), m1, s1);
                     let yp = y.add(i * rsc);
-                    _mm512_mask_storeu_ps(yp, m0, silu16(r0));
-                    _mm512_mask_storeu_ps(yp.add(16), m1, silu16(r1));
+                    _mm512_mask_storeu_ps(yp, m0, _mm512_mul_ps(r0, s0));
+                    _mm512_mask_storeu_ps(yp.add(16), m1, _mm512_mul_ps(r1, s1));
                 }
             }
         }
@@ -1139,7 +1155,7 @@ pub(crate) mod tests {
         }
     }
 
-    /// The epilogue (bias, then SiLU in place or into a second matrix keeping `z` in C) on full
+    /// The epilogue (bias, then SiLU in place or into a second matrix with `σ(z)` in C) on full
     /// and edge tiles, one and several KC blocks, k = 0, one and two threads.
     #[test]
     fn sgemm_epilogue_adds_the_bias_and_applies_silu() {
@@ -1179,7 +1195,8 @@ pub(crate) mod tests {
                             let (got_y, got_c) = if separate { (y[i * n + j], Some(c[i * n + j])) } else { (c[i * n + j], None) };
                             assert!((got_y as f64 - silu).abs() < 1e-5 * (1.0 + z.abs()), "silu {case}: {got_y} vs {silu}");
                             if let Some(got_c) = got_c {
-                                assert!((got_c as f64 - z).abs() < 1e-5 * (1.0 + z.abs()), "z {case}: {got_c} vs {z}");
+                                let sigmoid = 1.0 / (1.0 + (-z).exp());
+                                assert!((got_c as f64 - sigmoid).abs() < 1e-6, "σ(z) {case}: {got_c} vs {sigmoid}");
                             }
                         }
                     }
