@@ -124,6 +124,16 @@ pub(crate) enum BSource {
     Im2col(Im2col),
 }
 
+impl Im2col {
+    /// Where im2col column `q`'s patch entry `(0, 0, 0)` lies in the padded images.
+    fn column_start(&self, q: usize) -> *const f32 {
+        let ([hp, wp], [ho, wo]) = (self.padded, self.out);
+        let (image, rest) = (q / (ho * wo), q % (ho * wo));
+        // SAFETY: the caller asks only for columns of this view, inside its padded images.
+        unsafe { self.x.add(image * self.channels * hp * wp + (rest / wo) * wp + rest % wo) }
+    }
+}
+
 impl BSource {
     /// The view starting at column `j` (row 0).
     unsafe fn from_column(self, j: usize) -> Self {
@@ -242,6 +252,9 @@ struct Arch {
     pack_im2col: PackIm2col,
     /// Writes the whole im2col matrix of an [`Im2col`] view ([`im2col_from_padded`]).
     write_im2col: WriteIm2col,
+    /// The lanes of a half-sliver when the kernels can read an [`Im2col`] B in place
+    /// ([`BPanel`]); 0 where they cannot (AVX-512: not written yet).
+    direct_im2col_lanes: usize,
 }
 
 /// `(dst, matrix, row or column start, extent, p0, kc, mr or nr)`: [`pack_a_block`] or
@@ -256,7 +269,28 @@ type WriteIm2col = unsafe fn(Im2col, usize, &mut [f32]);
 
 /// `(kc, a, lda (unused when packed), b, c, ldc, accumulate, epilogue, rows, cols)`: the tile's
 /// `rows × cols` corner (at most `MR × NR`) is stored, the rest neither read nor written.
-type Kernel = unsafe fn(usize, *const f32, usize, *const f32, *mut f32, usize, bool, Epilogue, usize, usize);
+type Kernel = unsafe fn(usize, *const f32, usize, BPanel, *mut f32, usize, bool, Epilogue, usize, usize);
+
+/// Where a micro-kernel reads its `kc × NR` B sliver.
+///
+/// - Packed (`offsets` null): row `p` is the `NR` floats at `ptr + p·NR`.
+/// - Read in place from padded images (AVX2 only): row `p` is the 8 floats at
+///   `ptr + offsets[p]` then the 8 at `second + offsets[p]`. Each 8-lane half of the sliver is
+///   then 8 consecutive output pixels of one image row, so for every patch entry it is one
+///   contiguous run of the padded image (`offsets[p]` the entry's offset): the packing pass,
+///   a copy of the whole im2col matrix, is skipped.
+#[derive(Clone, Copy)]
+pub(crate) struct BPanel {
+    ptr: *const f32,
+    second: *const f32,
+    offsets: *const isize,
+}
+
+impl BPanel {
+    fn packed(ptr: *const f32) -> Self {
+        BPanel { ptr, second: std::ptr::null(), offsets: std::ptr::null() }
+    }
+}
 
 fn arch() -> Option<Arch> {
     use std::sync::OnceLock;
@@ -275,6 +309,7 @@ fn arch() -> Option<Arch> {
                     pack_b: x86::pack_b_avx512,
                     pack_im2col: x86::pack_im2col_avx512,
                     write_im2col: x86::im2col_avx512,
+                    direct_im2col_lanes: 0,
                 });
             }
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
@@ -289,6 +324,7 @@ fn arch() -> Option<Arch> {
                     pack_b: x86::pack_b_avx2,
                     pack_im2col: x86::pack_im2col_avx2,
                     write_im2col: x86::im2col_avx2,
+                    direct_im2col_lanes: 8,
                 });
             }
         }
@@ -440,6 +476,14 @@ unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: B
     // 12 KiB, as L1-friendly as a packed sliver): packing it was a fifth of an inference
     // pass. Only a last sliver of fewer than MR rows is packed (zero-padded).
     let direct = a.cs == 1;
+    // An im2col B whose half-slivers each lie in one output row is read in place: every
+    // half-sliver starts a multiple of `lanes` columns in, and rows are a multiple long.
+    let lanes = arch.direct_im2col_lanes;
+    let in_place = match b {
+        BSource::Im2col(g) if lanes > 0 && g.out[1] % lanes == 0 && g.first_column % lanes == 0 => Some(g),
+        _ => None,
+    };
+    let mut offsets = [0isize; KC];
     PACK_A.with_borrow_mut(|pack_a| {
         PACK_B.with_borrow_mut(|pack_b| {
             let nc_max = NC.min(n.next_multiple_of(nr));
@@ -455,7 +499,10 @@ unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: B
                     let kc = kc_max.min(k - p0);
                     let acc = accumulate || p0 > 0;
                     let last = p0 + kc == k;
-                    unsafe { pack_b_block(arch, pack_b, b, p0, kc, j0, nc) };
+                    match in_place {
+                        Some(g) => for_each_entry(&g, p0, kc, |p, entry| offsets[p] = entry),
+                        None => unsafe { pack_b_block(arch, pack_b, b, p0, kc, j0, nc) },
+                    }
                     for i0 in (0..m).step_by(mc) {
                         let mcb = mc.min(m - i0);
                         // Row tiles: `mr` rows each, except that a remainder of a row or two
@@ -484,7 +531,16 @@ unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: B
                         }
                         for jr in (0..nc).step_by(nr) {
                             let nrb = nr.min(nc - jr);
-                            let bp = unsafe { pack_b.as_ptr().add(jr * kc) };
+                            let bp = match in_place {
+                                Some(g) => {
+                                    let q = g.first_column + j0 + jr;
+                                    // An absent second half reads the first's (in bounds; its
+                                    // lanes are not stored).
+                                    let second = if nrb > lanes { q + lanes } else { q };
+                                    BPanel { ptr: g.column_start(q), second: g.column_start(second), offsets: offsets.as_ptr() }
+                                }
+                                None => BPanel::packed(unsafe { pack_b.as_ptr().add(jr * kc) }),
+                            };
                             let mut slot = 0;
                             for &(ir, mrb) in &tiles[..count] {
                                 let cp = unsafe { c.ptr.add((i0 + ir) * c.rs + j0 + jr) };
@@ -657,7 +713,7 @@ unsafe fn pack_a_block(dst: &mut [f32], a: MatRef, i0: usize, mc: usize, p0: usi
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
-    use super::{Epilogue, Im2col, Runs};
+    use super::{BPanel, Epilogue, Im2col, Runs};
     use std::arch::x86_64::*;
 
     use super::MatRef;
@@ -692,20 +748,20 @@ pub(crate) mod x86 {
     /// `C[6 × 16] (+)= Apanel(kc × 6)ᵀ · Bpanel(kc × 16)` in 12 `ymm` accumulators, A packed
     /// (element `(i, p)` at `a[p·6 + i]`; `lda` unused); the `rows × cols` corner stored.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn kernel_6x16(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
+    pub(super) unsafe fn kernel_6x16(kc: usize, a: *const f32, lda: usize, b: BPanel, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
         unsafe { kernel_body_avx2::<true, 6>(kc, a, lda, b, c, rsc, accumulate, epi, rows, cols) }
     }
 
     /// [`kernel_6x16`] for a sliver of at most 4 rows (8 accumulators).
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn kernel_4x16(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
+    pub(super) unsafe fn kernel_4x16(kc: usize, a: *const f32, lda: usize, b: BPanel, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
         unsafe { kernel_body_avx2::<true, 4>(kc, a, lda, b, c, rsc, accumulate, epi, rows, cols) }
     }
 
     /// [`kernel_6x16`] reading A where it lies, row-major with row stride `lda`. Only called
     /// with all six rows present.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn kernel_6x16_rows(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
+    pub(super) unsafe fn kernel_6x16_rows(kc: usize, a: *const f32, lda: usize, b: BPanel, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
         unsafe { kernel_body_avx2::<false, 6>(kc, a, lda, b, c, rsc, accumulate, epi, rows, cols) }
     }
 
@@ -746,7 +802,7 @@ pub(crate) mod x86 {
         kc: usize,
         a: *const f32,
         lda: usize,
-        b: *const f32,
+        b: BPanel,
         c: *mut f32,
         rsc: usize,
         accumulate: bool,
@@ -756,17 +812,28 @@ pub(crate) mod x86 {
     ) {
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-            let mut b = b;
-            for p in 0..kc {
-                let b0 = _mm256_loadu_ps(b);
-                let b1 = _mm256_loadu_ps(b.add(8));
+            #[inline(always)]
+            unsafe fn step<const PACKED: bool, const MR: usize>(acc: &mut [[__m256; 2]; MR], a: *const f32, lda: usize, p: usize, b0: __m256, b1: __m256) {
                 for (i, row) in acc.iter_mut().enumerate() {
                     // Packed slivers keep the 6-row stride whatever the kernel's MR.
-                    let ai = _mm256_broadcast_ss(&*if PACKED { a.add(p.wrapping_mul(AVX2_MR).wrapping_add(i)) } else { a.add(i.wrapping_mul(lda).wrapping_add(p)) });
-                    row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
-                    row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+                    unsafe {
+                        let ai = _mm256_broadcast_ss(&*if PACKED { a.add(p.wrapping_mul(AVX2_MR).wrapping_add(i)) } else { a.add(i.wrapping_mul(lda).wrapping_add(p)) });
+                        row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
+                        row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+                    }
                 }
-                b = b.add(16);
+            }
+            if b.offsets.is_null() {
+                let mut bp = b.ptr;
+                for p in 0..kc {
+                    step::<PACKED, MR>(&mut acc, a, lda, p, _mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)));
+                    bp = bp.add(16);
+                }
+            } else {
+                for p in 0..kc {
+                    let offset = *b.offsets.add(p);
+                    step::<PACKED, MR>(&mut acc, a, lda, p, _mm256_loadu_ps(b.ptr.offset(offset)), _mm256_loadu_ps(b.second.offset(offset)));
+                }
             }
             // Lane masks of the two 8-lane halves for an edge tile (masked lanes are neither
             // read nor written, and cannot fault).
@@ -959,19 +1026,19 @@ pub(crate) mod x86 {
     /// `C[12 × 32] (+)= Apanel(kc × 12)ᵀ · Bpanel(kc × 32)` in 24 `zmm` accumulators, A packed
     /// (element `(i, p)` at `a[p·12 + i]`; `lda` unused); the `rows × cols` corner stored.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn kernel_12x32(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
+    pub(super) unsafe fn kernel_12x32(kc: usize, a: *const f32, lda: usize, b: BPanel, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
         unsafe { kernel_body::<true, 12>(kc, a, lda, b, c, rsc, accumulate, epi, rows, cols) }
     }
 
     /// [`kernel_12x32`] for a sliver of at most 8 rows (16 accumulators).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn kernel_8x32(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
+    pub(super) unsafe fn kernel_8x32(kc: usize, a: *const f32, lda: usize, b: BPanel, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
         unsafe { kernel_body::<true, 8>(kc, a, lda, b, c, rsc, accumulate, epi, rows, cols) }
     }
 
     /// [`kernel_12x32`] for a sliver of at most 4 rows (8 accumulators).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn kernel_4x32(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
+    pub(super) unsafe fn kernel_4x32(kc: usize, a: *const f32, lda: usize, b: BPanel, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
         unsafe { kernel_body::<true, 4>(kc, a, lda, b, c, rsc, accumulate, epi, rows, cols) }
     }
 
@@ -979,7 +1046,7 @@ pub(crate) mod x86 {
     /// `(i, p)` at `a[i·lda + p]`): twelve sequential row streams instead of a packing pass.
     /// Only called with all twelve rows present.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn kernel_12x32_rows(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
+    pub(super) unsafe fn kernel_12x32_rows(kc: usize, a: *const f32, lda: usize, b: BPanel, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
         unsafe { kernel_body::<false, 12>(kc, a, lda, b, c, rsc, accumulate, epi, rows, cols) }
     }
 
@@ -1019,7 +1086,7 @@ pub(crate) mod x86 {
         kc: usize,
         a: *const f32,
         lda: usize,
-        b: *const f32,
+        b: BPanel,
         c: *mut f32,
         rsc: usize,
         accumulate: bool,
@@ -1029,7 +1096,8 @@ pub(crate) mod x86 {
     ) {
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-            let mut b = b;
+            debug_assert!(b.offsets.is_null(), "the AVX-512 kernels read packed B only");
+            let mut b = b.ptr;
             for p in 0..kc {
                 let b0 = _mm512_loadu_ps(b);
                 let b1 = _mm512_loadu_ps(b.add(16));
@@ -1206,8 +1274,10 @@ pub(crate) mod tests {
     }
 
     /// The implicit im2col B (and the explicit matrix written from the same view) against the
-    /// convolution's definition: images whose rows are narrower and wider than a vector half, several images per sliver, padding on every
-    /// side (up to `kernel − 1`), a patch depth over several KC blocks, one and two threads.
+    /// convolution's definition: images whose rows are narrower and wider than a vector half,
+    /// several images per sliver, padding on every side (up to `kernel − 1`), a patch depth over
+    /// several KC blocks, one and two threads; on AVX2, rows a multiple of 8 long (B read in
+    /// place, [`BPanel`]) and others (packed).
     #[test]
     fn sgemm_on_implicit_im2col_is_the_convolution() {
         if !implicit_im2col() {
@@ -1222,6 +1292,10 @@ pub(crate) mod tests {
             (4, 5, [6, 20], [1, 1], [0, 0], 9),
             (2, 1, [4, 4], [5, 5], [4, 4], 6),
             (1, 3, [3, 37], [3, 3], [2, 1], 12),
+            // Rows a multiple of AVX2's 8-lane half: B is read in place (a half-sliver that
+            // is a row; one spanning two rows, as 24 = 16 + 8 makes; a last sliver of one half).
+            (1, 2, [2, 24], [3, 3], [1, 1], 7),
+            (3, 2, [1, 8], [1, 3], [0, 1], 5),
         ];
         for (images, channels, [h, w], [kh, kw], [ph, pw], co) in cases {
             let out = [h + 2 * ph - kh + 1, w + 2 * pw - kw + 1];
