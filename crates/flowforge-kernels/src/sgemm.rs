@@ -245,6 +245,9 @@ struct Arch {
     kernels: [Kernel; 3],
     /// The MR-row kernel reading a row-major A in place (`lda` its row stride).
     kernel_rows: Kernel,
+    /// A 4-row kernel reading A in place, where there is one (AVX2: the two 4-row tiles that
+    /// end 32 output channels).
+    kernel_rows_4: Option<Kernel>,
     /// The packing routines, compiled for this CPU's vector width.
     pack_a: Pack,
     pack_b: Pack,
@@ -305,6 +308,7 @@ fn arch() -> Option<Arch> {
                     mc: 144,
                     kernels: [x86::kernel_4x32, x86::kernel_8x32, x86::kernel_12x32],
                     kernel_rows: x86::kernel_12x32_rows,
+                    kernel_rows_4: None,
                     pack_a: x86::pack_a_avx512,
                     pack_b: x86::pack_b_avx512,
                     pack_im2col: x86::pack_im2col_avx512,
@@ -320,6 +324,7 @@ fn arch() -> Option<Arch> {
                     mc: 120,
                     kernels: [x86::kernel_4x16, x86::kernel_6x16, x86::kernel_6x16],
                     kernel_rows: x86::kernel_6x16_rows,
+                    kernel_rows_4: Some(x86::kernel_4x16_rows),
                     pack_a: x86::pack_a_avx2,
                     pack_b: x86::pack_b_avx2,
                     pack_im2col: x86::pack_im2col_avx2,
@@ -471,11 +476,17 @@ pub(crate) unsafe fn sgemm_with(
 /// The five BLIS loops on one thread.
 #[allow(clippy::too_many_arguments)]
 unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: BSource, c: MatMut, accumulate: bool, epilogue: Epilogue) {
-    let Arch { mr, nr, mc, kernels, kernel_rows, pack_a: pack_a_fn, .. } = arch;
+    let Arch { mr, nr, mc, kernels, kernel_rows, kernel_rows_4, pack_a: pack_a_fn, .. } = arch;
     // A row-major A is read in place by the micro-kernel (its twelve rows of one KC block are
     // 12 KiB, as L1-friendly as a packed sliver): packing it was a fifth of an inference
-    // pass. Only a last sliver of fewer than MR rows is packed (zero-padded).
+    // pass. Only a tile that no kernel reads in place is packed (zero-padded).
     let direct = a.cs == 1;
+    let in_place_kernel = |rows: usize| match rows {
+        _ if !direct => None,
+        r if r == mr => Some(kernel_rows),
+        4 => kernel_rows_4,
+        _ => None,
+    };
     // An im2col B whose half-slivers each lie in one output row is read in place: every
     // half-sliver starts a multiple of `lanes` columns in, and rows are a multiple long.
     let lanes = arch.direct_im2col_lanes;
@@ -511,10 +522,8 @@ unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: B
                         // kernel and do not compute the empty rows of a 6-row one.
                         let rem = mcb % mr;
                         let (body, tail) = if rem != 0 && mcb > mr && rem + mr <= 8 { (mcb - rem - mr, [4, rem + mr - 4]) } else { (mcb - rem, [rem, 0]) };
-                        // Rows [0, full) of the block are read in place when `direct`; every
-                        // other tile is packed (zero-padded, so no kernel reads past A), one
-                        // sliver each.
-                        let full = if direct { body } else { 0 };
+                        // A tile with a kernel reading A in place is not packed; every other
+                        // tile is (zero-padded, so no kernel reads past A), one sliver each.
                         let mut tiles = [(0usize, 0usize); MAX_TILES];
                         let mut count = 0;
                         for ir in (0..body).step_by(mr) {
@@ -526,7 +535,7 @@ unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: B
                             tiles[count] = (ir, h);
                             count += 1;
                         }
-                        for (slot, &(ir, h)) in tiles[..count].iter().filter(|&&(ir, _)| ir >= full).enumerate() {
+                        for (slot, &(ir, h)) in tiles[..count].iter().filter(|&&(_, h)| in_place_kernel(h).is_none()).enumerate() {
                             unsafe { pack_a_fn(&mut pack_a[slot * kc * mr..], a, i0 + ir, h, p0, kc, mr) };
                         }
                         for jr in (0..nc).step_by(nr) {
@@ -544,11 +553,12 @@ unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: B
                             let mut slot = 0;
                             for &(ir, mrb) in &tiles[..count] {
                                 let cp = unsafe { c.ptr.add((i0 + ir) * c.rs + j0 + jr) };
-                                let (kern, ap, lda): (Kernel, *const f32, usize) = if ir < full {
-                                    (kernel_rows, unsafe { a.ptr.add((i0 + ir) * a.rs + p0) }, a.rs)
-                                } else {
-                                    slot += 1;
-                                    (kernels[(mrb - 1) / 4], unsafe { pack_a.as_ptr().add((slot - 1) * kc * mr) }, 0)
+                                let (kern, ap, lda): (Kernel, *const f32, usize) = match in_place_kernel(mrb) {
+                                    Some(kern) => (kern, unsafe { a.ptr.add((i0 + ir) * a.rs + p0) }, a.rs),
+                                    None => {
+                                        slot += 1;
+                                        (kernels[(mrb - 1) / 4], unsafe { pack_a.as_ptr().add((slot - 1) * kc * mr) }, 0)
+                                    }
                                 };
                                 let epi = if last { unsafe { epilogue.offset(i0 + ir, j0 + jr, c.rs) } } else { Epilogue::NONE };
                                 unsafe { kern(kc, ap, lda, bp, cp, c.rs, acc, epi, mrb, nrb) };
@@ -756,6 +766,13 @@ pub(crate) mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn kernel_4x16(kc: usize, a: *const f32, lda: usize, b: BPanel, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
         unsafe { kernel_body_avx2::<true, 4>(kc, a, lda, b, c, rsc, accumulate, epi, rows, cols) }
+    }
+
+    /// [`kernel_4x16`] reading A in place as [`kernel_6x16_rows`] does. Only called with all
+    /// four rows present.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn kernel_4x16_rows(kc: usize, a: *const f32, lda: usize, b: BPanel, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
+        unsafe { kernel_body_avx2::<false, 4>(kc, a, lda, b, c, rsc, accumulate, epi, rows, cols) }
     }
 
     /// [`kernel_6x16`] reading A where it lies, row-major with row stride `lda`. Only called
@@ -1186,7 +1203,7 @@ pub(crate) mod tests {
     #[test]
     fn sgemm_matches_a_triple_loop_for_every_layout() {
         if !available() {
-            eprintln!("no AVX-512 on this CPU: the gemm crate serves every product, nothing to test");
+            eprintln!("no AVX2 or AVX-512 on this CPU: the gemm crate serves every product, nothing to test");
             return;
         }
         // (…, 40, 36, 1000): k ≥ 4·max(m, n), split along k across threads.
