@@ -553,14 +553,26 @@ mod kernels {
                         for (b, row) in gb.iter_mut().zip(dy.chunks(columns)) {
                             *b += row.iter().sum::<f32>();
                         }
+                        // ∂Wᵀ += col·∂Yᵀ: on one thread, `col` read in place from the padded
+                        // images where a kernel serves it; otherwise written out first.
+                        let mut done = false;
                         if padded_im2col {
                             let view = pad_images(x, images, g.channels, g.input, g.padding, g.kernel, padded);
-                            im2col_from_padded(view, columns, col);
+                            if matches!(g.gemm_threads(), gemm::Parallelism::None) {
+                                let dy_t = MatRef { ptr: dy.as_ptr(), rs: 1, cs: columns };
+                                // SAFETY: the view reads inside `padded`; ∂Yᵀ is `columns × C_out`
+                                // through strides inside `dy`; ∂Wᵀ is `k × C_out`, its own buffer.
+                                done = unsafe { crate::sgemm::sgemm_im2col_a(view, columns, co, dy_t, gw_t.as_mut_ptr(), co, true) };
+                            }
+                            if !done {
+                                im2col_from_padded(view, columns, col);
+                            }
                         } else {
                             im2col(g, x, images, col);
                         }
-                        // ∂Wᵀ += col·∂Yᵀ
-                        gemm_into_with(g.gemm_threads(), &mut gw_t, true, (k, co, columns), col, (columns, 1), dy, (1, columns));
+                        if !done {
+                            gemm_into_with(g.gemm_threads(), &mut gw_t, true, (k, co, columns), col, (columns, 1), dy, (1, columns));
+                        }
                         if explicit_x {
                             // ∂col = Wᵀ·∂Y, then back to the image.
                             gemm_into_with(g.gemm_threads(), col, false, (k, columns, co), w, (1, k), dy, (columns, 1));

@@ -125,12 +125,17 @@ pub(crate) enum BSource {
 }
 
 impl Im2col {
-    /// Where im2col column `q`'s patch entry `(0, 0, 0)` lies in the padded images.
-    fn column_start(&self, q: usize) -> *const f32 {
+    /// The offset from `x` of im2col column `q`'s patch entry `(0, 0, 0)`.
+    fn column_offset(&self, q: usize) -> usize {
         let ([hp, wp], [ho, wo]) = (self.padded, self.out);
         let (image, rest) = (q / (ho * wo), q % (ho * wo));
+        image * self.channels * hp * wp + (rest / wo) * wp + rest % wo
+    }
+
+    /// Where im2col column `q`'s patch entry `(0, 0, 0)` lies in the padded images.
+    fn column_start(&self, q: usize) -> *const f32 {
         // SAFETY: the caller asks only for columns of this view, inside its padded images.
-        unsafe { self.x.add(image * self.channels * hp * wp + (rest / wo) * wp + rest % wo) }
+        unsafe { self.x.add(self.column_offset(q)) }
     }
 }
 
@@ -255,6 +260,9 @@ struct Arch {
     pack_im2col: PackIm2col,
     /// Writes the whole im2col matrix of an [`Im2col`] view ([`im2col_from_padded`]).
     write_im2col: WriteIm2col,
+    /// A 6-row kernel reading an [`Im2col`] matrix in place as A ([`sgemm_im2col_a`]), where
+    /// there is one (AVX2).
+    kernel_gathered_a: Option<GatheredKernel>,
     /// The lanes of a half-sliver when the kernels can read an [`Im2col`] B in place
     /// ([`BPanel`]); 0 where they cannot (AVX-512: not written yet).
     direct_im2col_lanes: usize,
@@ -273,6 +281,12 @@ type WriteIm2col = unsafe fn(Im2col, usize, &mut [f32]);
 /// `(kc, a, lda (unused when packed), b, c, ldc, accumulate, epilogue, rows, cols)`: the tile's
 /// `rows × cols` corner (at most `MR × NR`) is stored, the rest neither read nor written.
 type Kernel = unsafe fn(usize, *const f32, usize, BPanel, *mut f32, usize, bool, Epilogue, usize, usize);
+
+/// `(kc, a, b, c, ldc, accumulate, cols)`: `x86::kernel_6x16_gathered`.
+#[cfg(target_arch = "x86_64")]
+type GatheredKernel = unsafe fn(usize, x86::GatheredA, BPanel, *mut f32, usize, bool, usize);
+#[cfg(not(target_arch = "x86_64"))]
+type GatheredKernel = fn();
 
 /// Where a micro-kernel reads its `kc × NR` B sliver.
 ///
@@ -313,6 +327,7 @@ fn arch() -> Option<Arch> {
                     pack_b: x86::pack_b_avx512,
                     pack_im2col: x86::pack_im2col_avx512,
                     write_im2col: x86::im2col_avx512,
+                    kernel_gathered_a: None,
                     direct_im2col_lanes: 0,
                 });
             }
@@ -329,6 +344,7 @@ fn arch() -> Option<Arch> {
                     pack_b: x86::pack_b_avx2,
                     pack_im2col: x86::pack_im2col_avx2,
                     write_im2col: x86::im2col_avx2,
+                    kernel_gathered_a: Some(x86::kernel_6x16_gathered),
                     direct_im2col_lanes: 8,
                 });
             }
@@ -571,6 +587,61 @@ unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: B
     })
 }
 
+/// `C (+)= col·B` on one thread, with `col` the im2col matrix of `view` read in place as A:
+/// row `r` a patch entry `(c, i, j)`, column `q` one of the view's first `columns` output
+/// positions. `B` is `columns × n` (strided), C `rows × n` row-major with row stride `ldc`. For
+/// a convolution's weight gradient (`∂Wᵀ = col·∂Yᵀ`), where writing `col` out was 3% of a
+/// U-Net training step.
+///
+/// Returns false, having done nothing, where no kernel serves the product: a kernel for this
+/// CPU (AVX2), rows a multiple of its 6, and C at least half a tile wide.
+///
+/// # Safety
+/// The view's padded images (and slack) must be readable, B's `columns × n` elements in
+/// bounds, and C's `rows × n` elements writable, not overlapping the others.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn sgemm_im2col_a(view: Im2col, columns: usize, n: usize, b: MatRef, c: *mut f32, ldc: usize, accumulate: bool) -> bool {
+    let Some(arch) = arch() else { return false };
+    let Some(kernel) = arch.kernel_gathered_a else { return false };
+    let rows = view.channels * view.kernel[0] * view.kernel[1];
+    if columns == 0 || rows % arch.mr != 0 || 2 * n < arch.nr {
+        return false;
+    }
+    let nr = arch.nr;
+    let mut row_offsets = vec![0isize; rows];
+    for_each_entry(&view, 0, rows, |r, entry| row_offsets[r] = entry);
+    let mut column_offsets = [0isize; KC];
+    PACK_B.with_borrow_mut(|pack_b| {
+        let kc_max = columns.div_ceil(columns.div_ceil(KC));
+        let pack_b = aligned(pack_b, kc_max * NC.min(n.next_multiple_of(nr)));
+        for j0 in (0..n).step_by(NC) {
+            let nc = NC.min(n - j0);
+            for p0 in (0..columns).step_by(kc_max) {
+                let kc = kc_max.min(columns - p0);
+                for (p, offset) in column_offsets[..kc].iter_mut().enumerate() {
+                    *offset = view.column_offset(view.first_column + p0 + p) as isize;
+                }
+                unsafe { (arch.pack_b)(pack_b, b, p0, kc, j0, nc, nr) };
+                let acc = accumulate || p0 > 0;
+                for ir in (0..rows).step_by(arch.mr) {
+                    let a = x86::GatheredA { ptr: view.x, rows: row_offsets[ir..].as_ptr(), columns: column_offsets.as_ptr() };
+                    for jr in (0..nc).step_by(nr) {
+                        let bp = BPanel::packed(unsafe { pack_b.as_ptr().add(jr * kc) });
+                        unsafe { kernel(kc, a, bp, c.add(ir * ldc + j0 + jr), ldc, acc, nr.min(nc - jr)) };
+                    }
+                }
+            }
+        }
+    });
+    true
+}
+
+/// Without x86-64 kernels nothing is served ([`sgemm_im2col_a`] on x86-64).
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) unsafe fn sgemm_im2col_a(_: Im2col, _: usize, _: usize, _: MatRef, _: *mut f32, _: usize, _: bool) -> bool {
+    false
+}
+
 /// `len` floats of `buf` starting on a 64-byte boundary, so that no packed load splits a line.
 fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if buf.len() < len + 16 {
@@ -755,31 +826,103 @@ pub(crate) mod x86 {
     /// Rows of the AVX2 micro-kernel's tile (and the row stride of its packed A slivers).
     pub(super) const AVX2_MR: usize = 6;
 
+    /// Where an AVX2 micro-kernel reads `A[i, p]`: `at(column(p), i)`.
+    pub(super) trait ASource: Copy {
+        /// What the rows of depth step `p` share (its column's address or offset).
+        type Column: Copy;
+        unsafe fn column(self, p: usize) -> Self::Column;
+        unsafe fn at(self, column: Self::Column, i: usize) -> *const f32;
+    }
+
+    /// A packed sliver: `A[i, p]` at `ptr[p·6 + i]` (the 6-row stride whatever the kernel's MR).
+    #[derive(Clone, Copy)]
+    pub(super) struct PackedA(pub(super) *const f32);
+
+    impl ASource for PackedA {
+        type Column = *const f32;
+        #[inline(always)]
+        unsafe fn column(self, p: usize) -> *const f32 {
+            unsafe { self.0.add(p * AVX2_MR) }
+        }
+        #[inline(always)]
+        unsafe fn at(self, column: *const f32, i: usize) -> *const f32 {
+            unsafe { column.add(i) }
+        }
+    }
+
+    /// A row-major A read in place: `A[i, p]` at `ptr[i·lda + p]`.
+    #[derive(Clone, Copy)]
+    pub(super) struct RowsA {
+        pub(super) ptr: *const f32,
+        pub(super) lda: usize,
+    }
+
+    impl ASource for RowsA {
+        type Column = *const f32;
+        #[inline(always)]
+        unsafe fn column(self, p: usize) -> *const f32 {
+            unsafe { self.ptr.add(p) }
+        }
+        #[inline(always)]
+        unsafe fn at(self, column: *const f32, i: usize) -> *const f32 {
+            unsafe { column.add(i * self.lda) }
+        }
+    }
+
+    /// An im2col matrix read in place from padded images: `A[i, p]` at
+    /// `ptr[rows[i] + columns[p]]`, row `i` a patch entry's offset and column `p` an output
+    /// position's (see [`super::sgemm_im2col_a`]).
+    #[derive(Clone, Copy)]
+    pub(crate) struct GatheredA {
+        pub(super) ptr: *const f32,
+        pub(super) rows: *const isize,
+        pub(super) columns: *const isize,
+    }
+
+    impl ASource for GatheredA {
+        type Column = *const f32;
+        #[inline(always)]
+        unsafe fn column(self, p: usize) -> *const f32 {
+            unsafe { self.ptr.offset(*self.columns.add(p)) }
+        }
+        #[inline(always)]
+        unsafe fn at(self, column: *const f32, i: usize) -> *const f32 {
+            unsafe { column.offset(*self.rows.add(i)) }
+        }
+    }
+
+    /// The 6 × 16 kernel on an im2col A read in place ([`GatheredA`]), B packed. All six rows
+    /// are present.
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn kernel_6x16_gathered(kc: usize, a: GatheredA, b: BPanel, c: *mut f32, rsc: usize, accumulate: bool, cols: usize) {
+        unsafe { kernel_body_avx2::<_, 6>(kc, a, b, c, rsc, accumulate, Epilogue::NONE, 6, cols) }
+    }
+
     /// `C[6 × 16] (+)= Apanel(kc × 6)ᵀ · Bpanel(kc × 16)` in 12 `ymm` accumulators, A packed
     /// (element `(i, p)` at `a[p·6 + i]`; `lda` unused); the `rows × cols` corner stored.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn kernel_6x16(kc: usize, a: *const f32, lda: usize, b: BPanel, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
-        unsafe { kernel_body_avx2::<true, 6>(kc, a, lda, b, c, rsc, accumulate, epi, rows, cols) }
+    pub(super) unsafe fn kernel_6x16(kc: usize, a: *const f32, _lda: usize, b: BPanel, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
+        unsafe { kernel_body_avx2::<_, 6>(kc, PackedA(a), b, c, rsc, accumulate, epi, rows, cols) }
     }
 
     /// [`kernel_6x16`] for a sliver of at most 4 rows (8 accumulators).
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn kernel_4x16(kc: usize, a: *const f32, lda: usize, b: BPanel, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
-        unsafe { kernel_body_avx2::<true, 4>(kc, a, lda, b, c, rsc, accumulate, epi, rows, cols) }
+    pub(super) unsafe fn kernel_4x16(kc: usize, a: *const f32, _lda: usize, b: BPanel, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
+        unsafe { kernel_body_avx2::<_, 4>(kc, PackedA(a), b, c, rsc, accumulate, epi, rows, cols) }
     }
 
     /// [`kernel_4x16`] reading A in place as [`kernel_6x16_rows`] does. Only called with all
     /// four rows present.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn kernel_4x16_rows(kc: usize, a: *const f32, lda: usize, b: BPanel, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
-        unsafe { kernel_body_avx2::<false, 4>(kc, a, lda, b, c, rsc, accumulate, epi, rows, cols) }
+        unsafe { kernel_body_avx2::<_, 4>(kc, RowsA { ptr: a, lda }, b, c, rsc, accumulate, epi, rows, cols) }
     }
 
     /// [`kernel_6x16`] reading A where it lies, row-major with row stride `lda`. Only called
     /// with all six rows present.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn kernel_6x16_rows(kc: usize, a: *const f32, lda: usize, b: BPanel, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
-        unsafe { kernel_body_avx2::<false, 6>(kc, a, lda, b, c, rsc, accumulate, epi, rows, cols) }
+        unsafe { kernel_body_avx2::<_, 6>(kc, RowsA { ptr: a, lda }, b, c, rsc, accumulate, epi, rows, cols) }
     }
 
     /// `eᶻ` on 8 lanes: `2ⁿ·p(r)`, `z = n ln 2 + r` (the Cephes polynomial of `simd::exp`),
@@ -815,10 +958,9 @@ pub(crate) mod x86 {
 
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn kernel_body_avx2<const PACKED: bool, const MR: usize>(
+    unsafe fn kernel_body_avx2<A: ASource, const MR: usize>(
         kc: usize,
-        a: *const f32,
-        lda: usize,
+        a: A,
         b: BPanel,
         c: *mut f32,
         rsc: usize,
@@ -830,11 +972,11 @@ pub(crate) mod x86 {
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); 2]; MR];
             #[inline(always)]
-            unsafe fn step<const PACKED: bool, const MR: usize>(acc: &mut [[__m256; 2]; MR], a: *const f32, lda: usize, p: usize, b0: __m256, b1: __m256) {
+            unsafe fn step<A: ASource, const MR: usize>(acc: &mut [[__m256; 2]; MR], a: A, p: usize, b0: __m256, b1: __m256) {
+                let column = unsafe { a.column(p) };
                 for (i, row) in acc.iter_mut().enumerate() {
-                    // Packed slivers keep the 6-row stride whatever the kernel's MR.
                     unsafe {
-                        let ai = _mm256_broadcast_ss(&*if PACKED { a.add(p.wrapping_mul(AVX2_MR).wrapping_add(i)) } else { a.add(i.wrapping_mul(lda).wrapping_add(p)) });
+                        let ai = _mm256_broadcast_ss(&*a.at(column, i));
                         row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
                         row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
                     }
@@ -843,13 +985,13 @@ pub(crate) mod x86 {
             if b.offsets.is_null() {
                 let mut bp = b.ptr;
                 for p in 0..kc {
-                    step::<PACKED, MR>(&mut acc, a, lda, p, _mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)));
+                    step::<A, MR>(&mut acc, a, p, _mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)));
                     bp = bp.add(16);
                 }
             } else {
                 for p in 0..kc {
                     let offset = *b.offsets.add(p);
-                    step::<PACKED, MR>(&mut acc, a, lda, p, _mm256_loadu_ps(b.ptr.offset(offset)), _mm256_loadu_ps(b.second.offset(offset)));
+                    step::<A, MR>(&mut acc, a, p, _mm256_loadu_ps(b.ptr.offset(offset)), _mm256_loadu_ps(b.second.offset(offset)));
                 }
             }
             // Lane masks of the two 8-lane halves for an edge tile (masked lanes are neither
@@ -1314,6 +1456,7 @@ pub(crate) mod tests {
             (1, 2, [2, 24], [3, 3], [1, 1], 7),
             (3, 2, [1, 8], [1, 3], [0, 1], 5),
         ];
+        let mut served_any = false;
         for (images, channels, [h, w], [kh, kw], [ph, pw], co) in cases {
             let out = [h + 2 * ph - kh + 1, w + 2 * pw - kw + 1];
             let (k, n) = (channels * kh * kw, images * out[0] * out[1]);
@@ -1337,6 +1480,23 @@ pub(crate) mod tests {
                 }
             }
             assert!(col[k * n].is_nan(), "im2col wrote past its matrix");
+            // The same matrix read in place as A (a weight gradient's `col·∂Yᵀ`), accumulated
+            // onto C, where a kernel serves it (AVX2, rows a multiple of 6): against col·B in f64.
+            for width in [16, 21] {
+                let b = values(n * width, 13);
+                let c0 = values(k * width, 14);
+                let mut got = c0.clone();
+                // SAFETY: B is n × width (strides (1, n): read transposed), C is k × width.
+                let served = unsafe { sgemm_im2col_a(g, n, width, MatRef { ptr: b.as_ptr(), rs: 1, cs: n }, got.as_mut_ptr(), width, true) };
+                for r in 0..k * usize::from(served) {
+                    for j in 0..width {
+                        let want = c0[r * width + j] as f64 + (0..n).map(|q| col[r * n + q] as f64 * b[j * n + q] as f64).sum::<f64>();
+                        let got = got[r * width + j] as f64;
+                        assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "col·B {images}×{channels}×{h}×{w} k{kh}×{kw} [{r},{j}]: {got} vs {want}");
+                    }
+                }
+                served_any |= served;
+            }
             for threads in [1, 2] {
                 let mut got = vec![f32::NAN; co * n];
                 // SAFETY: the weight is co × k row-major, C is co × n, the view reads inside x.
@@ -1359,6 +1519,8 @@ pub(crate) mod tests {
                 }
             }
         }
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(served_any, is_x86_feature_detected!("avx2") && !is_x86_feature_detected!("avx512f"), "which CPUs read col in place");
     }
 
     /// C with a row stride wider than its columns (a block of a bigger matrix) keeps the
