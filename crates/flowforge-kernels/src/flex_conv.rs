@@ -26,7 +26,7 @@ use burn::tensor::{Shape, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::flex::kernels::gemm_into_with;
-use crate::sgemm::{BSource, Epilogue, MatRef, copy_short, im2col_from_padded, pad_images, padded_len};
+use crate::sgemm::{BSource, Epilogue, MatRef, copy_short, im2col_from_padded, pad_images, padded_len, zero_short};
 use crate::flex::{f32_data, register_gradients};
 
 /// The fused convolution's operations. Default bodies are burn's own convolution ops, so a
@@ -258,8 +258,8 @@ mod kernels {
                         dst[start + lead as usize..start + lead as usize + len].copy_from_slice(&src[from..from + len]);
                         dst[start + lead as usize + len..end].fill(0.0);
                         for oy in oy_lo..oy_hi {
-                            dst[oy * wo..oy * wo + ox_lo].fill(0.0);
-                            dst[oy * wo + ox_hi..(oy + 1) * wo].fill(0.0);
+                            zero_short(&mut dst[oy * wo..oy * wo + ox_lo]);
+                            zero_short(&mut dst[oy * wo + ox_hi..(oy + 1) * wo]);
                         }
                     }
                     continue;
@@ -269,8 +269,8 @@ mod kernels {
                 for oy in oy_lo..oy_hi {
                     let y = oy * s0 + i - g.padding[0];
                     let out_row = &mut dst[oy * wo..(oy + 1) * wo];
-                    out_row[..ox_lo].fill(0.0);
-                    out_row[ox_hi..].fill(0.0);
+                    zero_short(&mut out_row[..ox_lo]);
+                    zero_short(&mut out_row[ox_hi..]);
                     let in_row = &src[y * wi..(y + 1) * wi];
                     if ox_lo < ox_hi {
                         let x0 = ox_lo * s1 + j - g.padding[1];
