@@ -629,12 +629,10 @@ pub(crate) unsafe fn sgemm_im2col_a(view: Im2col, columns: usize, n: usize, b: M
     let Some(arch) = arch() else { return false };
     let Some(kernel) = arch.kernel_gathered_a else { return false };
     let rows = view.channels * view.kernel[0] * view.kernel[1];
-    if columns == 0 || rows % arch.mr != 0 || 2 * n < arch.nr {
+    if columns == 0 || rows % x86::AVX2_MR != 0 || 2 * n < arch.nr {
         return false;
     }
     let nr = arch.nr;
-    let mut row_offsets = vec![0isize; rows];
-    for_each_entry(&view, 0, rows, |r, entry| row_offsets[r] = entry);
     let mut column_offsets = [0isize; KC];
     PACK_B.with_borrow_mut(|pack_b| {
         let kc_max = columns.div_ceil(columns.div_ceil(KC));
@@ -648,8 +646,11 @@ pub(crate) unsafe fn sgemm_im2col_a(view: Im2col, columns: usize, n: usize, b: M
                 }
                 unsafe { (arch.pack_b)(pack_b, b, p0, kc, j0, nc, nr) };
                 let acc = accumulate || p0 > 0;
-                for ir in (0..rows).step_by(arch.mr) {
-                    let a = x86::GatheredA { ptr: view.x, rows: row_offsets[ir..].as_ptr(), columns: column_offsets.as_ptr() };
+                for ir in (0..rows).step_by(x86::AVX2_MR) {
+                    // The tile's patch entries, on the stack: no allocation per image group.
+                    let mut row_offsets = [0isize; x86::AVX2_MR];
+                    for_each_entry(&view, ir, x86::AVX2_MR, |r, entry| row_offsets[r] = entry);
+                    let a = x86::GatheredA { ptr: view.x, rows: row_offsets.as_ptr(), columns: column_offsets.as_ptr() };
                     for jr in (0..nc).step_by(nr) {
                         let bp = BPanel::packed(unsafe { pack_b.as_ptr().add(jr * kc) });
                         unsafe { kernel(kc, a, bp, c.add(ir * ldc + j0 + jr), ldc, acc, nr.min(nc - jr)) };
