@@ -309,7 +309,7 @@ pub(crate) mod kernels {
         assert!(dst.len() >= m * n && (m == 0 || k == 0 || (lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs)));
         assert!(n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
         // A thin dimension (≤ 4): streaming loops, not a tiled GEMM (see `crate::thin`).
-        let threaded = !matches!(parallelism, gemm::Parallelism::None);
+        let threaded = thread_count(parallelism) > 1;
         if crate::thin::thin_gemm(threaded, dst, read_dst, (m, n, k), lhs, (lhs_rs, lhs_cs), rhs, (rhs_rs, rhs_cs)) {
             return;
         }
@@ -353,11 +353,23 @@ pub(crate) mod kernels {
     /// `lhs·rhs` into a new row-major `m × n` buffer. On our micro-kernel's path the buffer is
     /// not zeroed first (the kernel writes every element without reading it): the zeroing was
     /// a memset as long as a weight gradient's packing at batch 256.
-    fn gemm_new((m, n, k): (usize, usize, usize), lhs: &[f32], (lhs_rs, lhs_cs): (usize, usize), rhs: &[f32], (rhs_rs, rhs_cs): (usize, usize)) -> Vec<f32> {
+    fn gemm_new(shape: (usize, usize, usize), lhs: &[f32], lhs_strides: (usize, usize), rhs: &[f32], rhs_strides: (usize, usize)) -> Vec<f32> {
+        gemm_new_with(parallelism(shape.0, shape.1, shape.2), shape, lhs, lhs_strides, rhs, rhs_strides)
+    }
+
+    /// [`gemm_new`] with the threading chosen by the caller.
+    fn gemm_new_with(
+        parallelism: gemm::Parallelism,
+        (m, n, k): (usize, usize, usize),
+        lhs: &[f32],
+        (lhs_rs, lhs_cs): (usize, usize),
+        rhs: &[f32],
+        (rhs_rs, rhs_cs): (usize, usize),
+    ) -> Vec<f32> {
         if k > 0 && !crate::thin::is_thin(m, n, k) && crate::sgemm::serves(m, n) {
             assert!(lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs && rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
             let mut c = Vec::<f32>::with_capacity(m * n);
-            let threads = thread_count(parallelism(m, n, k));
+            let threads = thread_count(parallelism);
             let lhs = crate::sgemm::MatRef { ptr: lhs.as_ptr(), rs: lhs_rs, cs: lhs_cs };
             let rhs = crate::sgemm::MatRef { ptr: rhs.as_ptr(), rs: rhs_rs, cs: rhs_cs };
             // SAFETY: the assert keeps every read inside lhs and rhs; with `accumulate` false
@@ -369,7 +381,7 @@ pub(crate) mod kernels {
             return c;
         }
         let mut c = vec![0.0; m * n];
-        gemm_into(&mut c, false, (m, n, k), lhs, (lhs_rs, lhs_cs), rhs, (rhs_rs, rhs_cs));
+        gemm_into_with(parallelism, &mut c, false, (m, n, k), lhs, (lhs_rs, lhs_cs), rhs, (rhs_rs, rhs_cs));
         c
     }
 
@@ -434,13 +446,35 @@ pub(crate) mod kernels {
     }
 
     /// `(∂x, ∂W, ∂b) = (∂z·Wᵀ, xᵀ·∂z, 1ᵀ∂z)`, the transposes read through strides.
+    ///
+    /// `∂x` and `∂W` are independent products of the same `m·k·n` multiply-adds: where both
+    /// would be split across the threads, each runs on its own half of them instead (at
+    /// batch 256 that is one hand-over instead of two, no split tails, and the bias gradient,
+    /// a serial pass, beside `∂x` rather than after both).
     pub(super) fn affine_backward(x: &[f32], w: &[f32], grad_pre: &[f32], m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let bias_grad = || {
+            let mut gb = vec![0.0; n];
+            let ones = vec![1.0f32; m];
+            gemm_into(&mut gb, false, (1, n, m), &ones, (m, 1), grad_pre, (n, 1));
+            gb
+        };
+        let threads = rayon::current_num_threads();
+        let threaded = |p: gemm::Parallelism| !matches!(p, gemm::Parallelism::None);
+        let both_threaded = threaded(parallelism(m, k, n)) && threaded(parallelism(k, n, m));
+        // Two thin products (the input and output layers) are memory-bound passes of a few
+        // tens of µs: each on its own thread as well, unsplit.
+        let thin_pair = crate::thin::is_thin(m, k, n) && m * k * n >= 1 << 16;
+        if threads >= 2 && (both_threaded || thin_pair) {
+            let half = threads / 2;
+            let ((gx, gb), gw) = rayon::join(
+                || (gemm_new_with(gemm::Parallelism::Rayon(half), (m, k, n), grad_pre, (n, 1), w, (1, n)), bias_grad()),
+                || gemm_new_with(gemm::Parallelism::Rayon(threads - half), (k, n, m), x, (1, k), grad_pre, (n, 1)),
+            );
+            return (gx, gw, gb);
+        }
         let gx = gemm_new((m, k, n), grad_pre, (n, 1), w, (1, n));
         let gw = gemm_new((k, n, m), x, (1, k), grad_pre, (n, 1));
-        let mut gb = vec![0.0; n];
-        let ones = vec![1.0f32; m];
-        gemm_into(&mut gb, false, (1, n, m), &ones, (m, 1), grad_pre, (n, 1));
-        (gx, gw, gb)
+        (gx, gw, bias_grad())
     }
 
     pub(super) fn silu_in_place(z: &mut [f32]) {

@@ -385,11 +385,13 @@ mod tests {
     }
 
     /// Forward values and all three gradients of the fused layer against plain burn ops, at a
-    /// size below and one above the threading thresholds, with a transposed (strided) input.
+    /// size below and one above the threading thresholds, with a transposed (strided) input;
+    /// above them (and for the thin input and output layers at a batch of hundreds) the
+    /// backward runs `∂x` and `∂W` side by side on two threads.
     #[test]
     fn fused_forward_and_backward_match_plain_burn() {
         let d = device().autodiff();
-        for (batch, input, output) in [(7usize, 3usize, 5usize), (600, 64, 256)] {
+        for (batch, input, output) in [(7usize, 3usize, 5usize), (600, 64, 256), (400, 3, 256), (384, 256, 2)] {
             for act in [FusedActivation::Silu, FusedActivation::Identity] {
                 d.seed(11);
                 let x_t = Tensor::<2>::random([input, batch], Distribution::Normal(0.0, 3.0), &d);
