@@ -257,6 +257,11 @@ pub(crate) mod kernels {
     /// Element-wise passes split across threads in chunks of this many elements.
     const CHUNK: usize = 1 << 14;
 
+    /// From this many outputs a SiLU layer's GEMM is threaded whatever its depth: the epilogue's
+    /// `exp` per output, not the multiply-adds, is the work of a shallow one (the MLP's input
+    /// layer, `k` = 3).
+    const EPILOGUE_PARALLEL: usize = 1 << 15;
+
     /// Below this many elements of A, B and C together a thin product runs on one thread.
     const THIN_PARALLEL: usize = 1 << 17;
 
@@ -406,7 +411,8 @@ pub(crate) mod kernels {
     pub(super) fn linear_forward(x: &[f32], w: &[f32], b: &[f32], m: usize, k: usize, n: usize, silu: bool, keep_pre: bool) -> (Vec<f32>, Option<Vec<f32>>) {
         assert!(x.len() >= m * k && w.len() >= k * n && b.len() >= n);
         if crate::sgemm::serves(m, n) {
-            let threads = thread_count(parallelism(m, n, k));
+            let silu_heavy = silu && m * n >= EPILOGUE_PARALLEL;
+            let threads = if silu_heavy { rayon::current_num_threads() } else { thread_count(parallelism(m, n, k)) };
             let mut z = Vec::<f32>::with_capacity(m * n);
             let mut y = if silu && keep_pre { Vec::<f32>::with_capacity(m * n) } else { Vec::new() };
             let zp = z.as_mut_ptr();
