@@ -551,7 +551,7 @@ mod kernels {
                             dy
                         };
                         for (b, row) in gb.iter_mut().zip(dy.chunks(columns)) {
-                            *b += row.iter().sum::<f32>();
+                            *b += crate::flex::simd::sum(row);
                         }
                         // ∂Wᵀ += col·∂Yᵀ: on one thread, `col` read in place from the padded
                         // images where a kernel serves it; otherwise written out first.
