@@ -20,7 +20,7 @@ use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Shape, Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::flex::{f32_data, register_gradients, simd};
+use crate::flex::{f32_data, register_gradients, simd, unique_dense_f32};
 
 /// The fused group normalisation's operations. Default bodies are plain backend ops.
 #[backend_extension(Flex, Autodiff)]
@@ -136,9 +136,21 @@ impl FusedNormBackend for Flex {
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let shape = x.layout().shape().clone();
         let blocks = Blocks::new(&shape, groups);
-        let (gx, gg, gb) = kernels::backward(&blocks, &f32_data(&x), &f32_data(&gamma), &f32_data(&beta), &f32_data(&grad), epsilon, silu);
+        let (x, gamma, beta) = (f32_data(&x), f32_data(&gamma), f32_data(&beta));
         let c = blocks.channels;
-        (FlexTensor::from_data(TensorData::new(gx, shape)), FlexTensor::from_data(TensorData::new(gg, [c])), FlexTensor::from_data(TensorData::new(gb, [c])))
+        let params = |gg: Vec<f32>, gb: Vec<f32>| (FlexTensor::from_data(TensorData::new(gg, [c])), FlexTensor::from_data(TensorData::new(gb, [c])));
+        // The incoming gradient is usually owned by this call alone: ∂x is written over it (no
+        // zeroed buffer and copy, 1% of a U-Net training step).
+        let mut grad = grad;
+        if let Some(g) = unique_dense_f32(&mut grad) {
+            let (gg, gb) = kernels::backward_in_place(&blocks, &x, &gamma, &beta, g, epsilon, silu);
+            let (gg, gb) = params(gg, gb);
+            return (grad, gg, gb);
+        }
+        let mut gx = f32_data(&grad).into_owned();
+        let (gg, gb) = kernels::backward_in_place(&blocks, &x, &gamma, &beta, &mut gx, epsilon, silu);
+        let (gg, gb) = params(gg, gb);
+        (FlexTensor::from_data(TensorData::new(gx, shape)), gg, gb)
     }
 }
 
@@ -233,29 +245,26 @@ mod kernels {
         y
     }
 
-    pub(super) fn backward(b: &Blocks, x: &[f32], gamma: &[f32], beta: &[f32], grad: &[f32], epsilon: f64, silu: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let mut gx = vec![0.0f32; x.len()];
+    pub(super) fn backward_in_place(b: &Blocks, x: &[f32], gamma: &[f32], beta: &[f32], gx: &mut [f32], epsilon: f64, silu: bool) -> (Vec<f32>, Vec<f32>) {
+        assert_eq!(gx.len(), x.len(), "the gradient has the input's shape");
         let groups = b.channels / b.per_group.max(1);
         let channels = b.channels;
-        let (gg, gb) = gx
-            .par_chunks_mut(b.len())
+        gx.par_chunks_mut(b.len())
             .zip(x.par_chunks(b.len()))
-            .zip(grad.par_chunks(b.len()))
             .enumerate()
             .fold(
                 || (vec![0.0f32; channels], vec![0.0f32; channels], vec![0.0f32; b.spatial], vec![0.0f32; b.spatial]),
-                |(mut gg, mut gb, mut xhat, mut z), (index, ((gx, x), grad))| {
+                |(mut gg, mut gb, mut xhat, mut z), (index, (gx, x))| {
                     let (mean, rstd) = statistics(x, epsilon);
                     let first = (index % groups) * b.per_group;
                     // Pass 1: g (through SiLU's derivative) into gx, the parameter gradients,
                     // and the block sums of ĝ and ĝ x̂.
                     let (mut sum_g, mut sum_gx) = (0.0f32, 0.0f32);
-                    for (c, (gx, (x, grad))) in gx.chunks_mut(b.spatial).zip(x.chunks(b.spatial).zip(grad.chunks(b.spatial))).enumerate() {
+                    for (c, (gx, x)) in gx.chunks_mut(b.spatial).zip(x.chunks(b.spatial)).enumerate() {
                         let (gamma_c, beta_c) = (gamma[first + c], beta[first + c]);
                         for (h, x) in xhat.iter_mut().zip(x) {
                             *h = (x - mean) * rstd;
                         }
-                        gx.copy_from_slice(grad);
                         if silu {
                             // gx ← grad·silu'(z), z = x̂γ + β.
                             for (z, h) in z.iter_mut().zip(xhat.iter()) {
@@ -290,7 +299,6 @@ mod kernels {
                     gb.iter_mut().zip(&gb2).for_each(|(a, b)| *a += b);
                     (gg, gb)
                 },
-            );
-        (gx, gg, gb)
+            )
     }
 }

@@ -455,6 +455,14 @@ mod tests {
                 }
             }
         }
+        // A gradient the backward may not write over (shared with another parent of an
+        // addition): the copying path.
+        let x = Tensor::<4>::random([2, 8, 4, 4], Distribution::Normal(0.5, 2.0), &d).require_grad();
+        let other = Tensor::<4>::random([2, 8, 4, 4], Distribution::Normal(0.0, 1.0), &d).require_grad();
+        let probe = Tensor::<4>::random([2, 8, 4, 4], Distribution::Normal(0.0, 1.0), &d);
+        let g_fused = ((group_norm(x.clone(), 2, None, None, 1e-5, FusedActivation::Silu).unwrap() + other.clone()) * probe.clone()).sum().backward();
+        let g_plain = ((group_norm_reference(x.clone(), 2, None, None, 1e-5, FusedActivation::Silu) + other) * probe).sum().backward();
+        assert!(max_abs_diff4(x.grad(&g_fused).unwrap(), x.grad(&g_plain).unwrap()) < 1e-4, "dx from a shared gradient");
         // burn-nn's layer (affine, ε = 1e-5) gives the same values.
         let plain = device();
         let norm = burn::nn::GroupNormConfig::new(4, 8).init(&plain);
