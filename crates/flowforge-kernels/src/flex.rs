@@ -265,6 +265,10 @@ pub(crate) mod kernels {
     /// Below this many elements of A, B and C together a thin product runs on one thread.
     const THIN_PARALLEL: usize = 1 << 17;
 
+    /// From this many multiply-adds a thin layer's `∂x` and `∂W` run on two threads side by
+    /// side (each unsplit), as a wide layer's do.
+    const THIN_PAIR_PARALLEL: usize = 1 << 16;
+
     fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
         let threaded = if crate::thin::is_thin(m, n, k) {
             // Memory-bound: the elements streamed, not the multiply-adds, set the work.
@@ -465,11 +469,11 @@ pub(crate) mod kernels {
             gb
         };
         let threads = rayon::current_num_threads();
-        let threaded = |p: gemm::Parallelism| !matches!(p, gemm::Parallelism::None);
+        let threaded = |p: gemm::Parallelism| thread_count(p) > 1;
         let both_threaded = threaded(parallelism(m, k, n)) && threaded(parallelism(k, n, m));
         // Two thin products (the input and output layers) are memory-bound passes of a few
         // tens of µs: each on its own thread as well, unsplit.
-        let thin_pair = crate::thin::is_thin(m, k, n) && m * k * n >= 1 << 16;
+        let thin_pair = crate::thin::is_thin(m, k, n) && m * k * n >= THIN_PAIR_PARALLEL;
         if threads >= 2 && (both_threaded || thin_pair) {
             let half = threads / 2;
             let ((gx, gb), gw) = rayon::join(
