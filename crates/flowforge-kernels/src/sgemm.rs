@@ -869,6 +869,7 @@ pub(crate) mod x86 {
             let column = |j: usize| unsafe { b.ptr.add(p0 + (j0 + jr + j) * b.cs) };
             for half in 0..2 {
                 let lanes = w.saturating_sub(half * 8).min(8);
+                let transposed = if lanes == 8 { blocks } else { 0 };
                 if lanes == 8 {
                     let cols: [*const f32; 8] = std::array::from_fn(|c| column(half * 8 + c));
                     for p in (0..blocks).step_by(8) {
@@ -877,16 +878,10 @@ pub(crate) mod x86 {
                             unsafe { _mm256_storeu_ps(sliver.as_mut_ptr().add((p + q) * NR + half * 8), row) };
                         }
                     }
-                    for p in blocks..kc {
-                        for c in 0..8 {
-                            sliver[p * NR + half * 8 + c] = unsafe { *column(half * 8 + c).add(p) };
-                        }
-                    }
-                } else {
-                    for p in 0..kc {
-                        for c in 0..8 {
-                            sliver[p * NR + half * 8 + c] = if c < lanes { unsafe { *column(half * 8 + c).add(p) } } else { 0.0 };
-                        }
+                }
+                for p in transposed..kc {
+                    for c in 0..8 {
+                        sliver[p * NR + half * 8 + c] = if c < lanes { unsafe { *column(half * 8 + c).add(p) } } else { 0.0 };
                     }
                 }
             }
