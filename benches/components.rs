@@ -1,5 +1,7 @@
 //! Components that bound training speed: each loss forward + backward on the W1 MLP
-//! (3 × 256, batch 256), workload W3's MLP training step, the minibatch OT couplings (exact assignment and Sinkhorn at 256 and
+//! (3 × 256, batch 256: CFM, DDPM's ε-loss, denoising score matching, EDM's preconditioned
+//! denoiser, MeanFlow with its exact JVP) and the VAE's negative ELBO (MLP VAE on the 8×8
+//! digits, batch 256), workload W3's MLP training step, the minibatch OT couplings (exact assignment and Sinkhorn at 256 and
 //! 1,024 points), and the image networks' forward passes (U-Net and DiT on 28×28, batch 32).
 //!
 //! ```text
@@ -12,13 +14,15 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use flowforge::data::{Toy2d, rng, standard_normal};
 use flowforge::losses::RegressionLoss;
 use flowforge::losses::coupling::{Coupling, sinkhorn_plan, squared_distances};
+use flowforge::losses::edm::EdmPreconditioned;
+use flowforge::losses::elbo::{Elbo, Likelihood, reparameterize};
 use flowforge::losses::meanflow::{AdaptiveWeight, TimePairSampling, meanflow_loss};
-use flowforge::losses::time_sampling::TimeSampling;
+use flowforge::losses::time_sampling::{TimeSampling, Weighting};
 use flowforge::metrics::linear_sum_assignment;
-use flowforge::nets::{DitConfig, MlpConfig, UNetConfig, predicting};
-use flowforge::paths::{AffinePath, CondOt, DiscreteScheduleConfig};
+use flowforge::nets::{DitConfig, MlpConfig, MlpVaeConfig, UNetConfig, VariationalAutoencoder, predicting};
+use flowforge::paths::{AffinePath, CondOt, DiscreteScheduleConfig, EdmConfig, VpConfig};
 use flowforge::train::FusedAdam;
-use flowforge::{Condition, Noise, Velocity};
+use flowforge::{Condition, Noise, Score, Velocity};
 
 fn losses(c: &mut Criterion) {
     // The first group runs first: make this thread a compute thread before rayon is used.
@@ -45,6 +49,38 @@ fn losses(c: &mut Criterion) {
         b.iter(|| {
             let loss = RegressionLoss::new(ddpm.clone()).loss(&predicting::<Noise, _>(&cfm_net), x0.clone(), x1.clone(), None, &levels, &Condition::none()).expect("loss");
             loss.backward()
+        })
+    });
+    let vp = AffinePath::new(VpConfig::new().init().expect("vp schedule"));
+    let vp_times = TimeSampling::default().sample(batch, &mut r, vp.schedule()).expect("times");
+    group.bench_function("dsm_score_vp", |b| {
+        b.iter(|| {
+            let loss = RegressionLoss::new(vp.clone()).loss(&predicting::<Score, _>(&cfm_net), x0.clone(), x1.clone(), None, &vp_times, &Condition::none()).expect("loss");
+            loss.backward()
+        })
+    });
+    let edm_schedule = EdmConfig::new().init().expect("edm schedule");
+    let edm = AffinePath::new(edm_schedule);
+    let sigma_data = 0.5;
+    let edm_times = TimeSampling::edm().sample(batch, &mut r, &edm_schedule).expect("noise levels");
+    group.bench_function("edm_preconditioned_denoiser", |b| {
+        b.iter(|| {
+            let denoiser = EdmPreconditioned::new(&cfm_net, edm_schedule, sigma_data).expect("preconditioning");
+            let objective = RegressionLoss::new(edm.clone()).with_weighting(Weighting::Edm { sigma_data });
+            objective.loss(&denoiser, x0.clone(), x1.clone(), None, &edm_times, &Condition::none()).expect("loss").backward()
+        })
+    });
+    let digits = flowforge::data::images::bundled_digits().expect("bundled digits");
+    let (images, _) = digits.batch(&digits.sample_indices(batch, &mut r), &device).expect("digits batch");
+    let pixels = flowforge::data::images::to_unit_range(images);
+    let vae = MlpVaeConfig::new(pixels.dims()[1]).init(&device).expect("vae");
+    let eps = standard_normal([batch, vae.latent_dim()], &mut r, &device);
+    group.bench_function("elbo_mlp_vae_digits8x8", |b| {
+        b.iter(|| {
+            let (mu, logvar) = vae.encode(pixels.clone()).expect("encode");
+            let z = reparameterize(mu.clone(), logvar.clone(), eps.clone()).expect("reparameterize");
+            let terms = Elbo { likelihood: Likelihood::Bernoulli, beta: 1.0 }.terms(pixels.clone(), vae.decode(z).expect("decode"), mu, logvar).expect("elbo");
+            terms.loss.backward()
         })
     });
     let mf_net = MlpConfig::new(2).with_time_inputs(2).init(&device).expect("mlp");
