@@ -47,6 +47,28 @@ pub trait FusedConvBackend: Backend {
         Self::conv2d(x, weight, Some(bias), ConvOptions::new([stride_h, stride_w], [pad_h, pad_w], [1, 1], 1))
     }
 
+    /// `conv(silu(GN(x) γ + β), W) + b` ([`crate::flex_norm`]'s normalisation with `groups`
+    /// groups, then [`FusedConvBackend::fused_conv2d`]), the U-Net's normalise → activate →
+    /// convolve. Where a backend fuses it, the normalised activations are never stored. No
+    /// backward of its own: training goes through the two ops.
+    #[allow(clippy::too_many_arguments)]
+    fn fused_group_norm_silu_conv2d(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        epsilon: f64,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        stride_h: usize,
+        stride_w: usize,
+        pad_h: usize,
+        pad_w: usize,
+    ) -> FloatTensor<Self> {
+        let h = crate::flex_norm::plain::forward::<Self>(x, gamma, beta, groups, epsilon, true);
+        Self::fused_conv2d(h, weight, bias, stride_h, stride_w, pad_h, pad_w)
+    }
+
     /// `(∂x, ∂W, ∂b)` of [`FusedConvBackend::fused_conv2d`] from the output gradient `grad`.
     /// With `input_grad` false (the input is data, not a parameter's descendant) a backend may
     /// skip `∂x` and return zeros in its place.
@@ -73,6 +95,34 @@ pub trait FusedConvBackend: Backend {
     }
 }
 
+/// `conv(silu(GN(x) γ + β), W) + b` through [`FusedConvBackend::fused_group_norm_silu_conv2d`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn group_norm_silu_conv2d(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    groups: usize,
+    epsilon: f64,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Tensor<4> {
+    Tensor::from_dispatch(<burn::backend::Dispatch as FusedConvBackend>::fused_group_norm_silu_conv2d(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        groups,
+        epsilon,
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        stride[0],
+        stride[1],
+        padding[0],
+        padding[1],
+    ))
+}
+
 pub(crate) fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Tensor<1>, stride: [usize; 2], padding: [usize; 2]) -> Tensor<4> {
     Tensor::from_dispatch(<burn::backend::Dispatch as FusedConvBackend>::fused_conv2d(
         x.into_dispatch(),
@@ -89,6 +139,35 @@ impl FusedConvBackend for Flex {
     fn fused_conv2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, stride_h: usize, stride_w: usize, pad_h: usize, pad_w: usize) -> FlexTensor {
         let g = Geometry::new(x.layout().shape(), weight.layout().shape(), [stride_h, stride_w], [pad_h, pad_w]);
         let y = kernels::forward(&g, &f32_data(&x), &f32_data(&weight), &f32_data(&bias));
+        FlexTensor::from_data(TensorData::new(y, [g.batch, g.out_channels, g.out[0], g.out[1]]))
+    }
+
+    fn fused_group_norm_silu_conv2d(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        groups: usize,
+        epsilon: f64,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        stride_h: usize,
+        stride_w: usize,
+        pad_h: usize,
+        pad_w: usize,
+    ) -> FlexTensor {
+        let shape = x.layout().shape().clone();
+        let g = Geometry::new(&shape, weight.layout().shape(), [stride_h, stride_w], [pad_h, pad_w]);
+        let (x, gamma, beta) = (f32_data(&x), f32_data(&gamma), f32_data(&beta));
+        let (w, bias) = (f32_data(&weight), f32_data(&bias));
+        let y = if kernels::implicit(&g) {
+            // The normalisation as one affine map per plane, applied (with SiLU) while each
+            // image group is padded for the implicit GEMM: its output is never written out.
+            let planes = crate::flex_norm::plane_affines(&shape, groups, &x, &gamma, &beta, epsilon);
+            kernels::forward_of_normalised(&g, &x, &planes, &w, &bias)
+        } else {
+            let h = crate::flex_norm::forward_silu(&shape, groups, &x, &gamma, &beta, epsilon);
+            kernels::forward(&g, &h, &w, &bias)
+        };
         FlexTensor::from_data(TensorData::new(y, [g.batch, g.out_channels, g.out[0], g.out[1]]))
     }
 
@@ -339,14 +418,14 @@ mod kernels {
     /// or AVX2, whose packing reads padded images), and enough output channels to fill its
     /// tiles (a 1-channel output would leave all but one row of each tile empty; such
     /// convolutions keep the explicit im2col and the `gemm` crate).
-    fn implicit(g: &Geometry) -> bool {
+    pub(super) fn implicit(g: &Geometry) -> bool {
         g.stride == [1, 1] && crate::sgemm::implicit_im2col() && g.out_channels >= 6
     }
 
     /// The output `[B, C_out, ho, wo]`.
     pub(super) fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
         if implicit(g) {
-            let images = ImageBatch { x, batch: g.batch, channels: g.channels, size: g.input };
+            let images = ImageBatch { x, batch: g.batch, channels: g.channels, size: g.input, planes: None };
             return implicit_conv(images, g.padding, g.kernel, g.images_per_group(), g.gemm_threads(), w, g.out_channels, Some(bias));
         }
         let (k, plane, co) = (g.patch(), g.out_plane(), g.out_channels);
@@ -377,13 +456,24 @@ mod kernels {
         y
     }
 
-    /// `[batch, C, H, W]` images.
+    /// [`forward`] of `silu(x·scale + shift)`, one `(scale, shift)` per plane of `x` (`B·C`),
+    /// by the implicit GEMM only ([`implicit`] holds): the map is applied as the images are
+    /// padded.
+    pub(super) fn forward_of_normalised(g: &Geometry, x: &[f32], planes: &[(f32, f32)], w: &[f32], bias: &[f32]) -> Vec<f32> {
+        let images = ImageBatch { x, batch: g.batch, channels: g.channels, size: g.input, planes: Some(planes) };
+        implicit_conv(images, g.padding, g.kernel, g.images_per_group(), g.gemm_threads(), w, g.out_channels, Some(bias))
+    }
+
+    /// `[batch, C, H, W]` images, and optionally one `(scale, shift)` per plane (`batch·C`):
+    /// the convolution then reads `silu(x·scale + shift)` (a group normalisation and its SiLU,
+    /// applied as the images are padded, never stored).
     #[derive(Clone, Copy)]
     struct ImageBatch<'a> {
         x: &'a [f32],
         batch: usize,
         channels: usize,
         size: [usize; 2],
+        planes: Option<&'a [(f32, f32)]>,
     }
 
     /// `Y[n] = W·col(x[n]) (+ b)`, stride 1, for every image: each group of `group` images is
@@ -401,7 +491,7 @@ mod kernels {
         co: usize,
         bias: Option<&[f32]>,
     ) -> Vec<f32> {
-        let ImageBatch { x, batch, channels, size } = images;
+        let ImageBatch { x, batch, channels, size, planes } = images;
         let out = [0, 1].map(|d| size[d] + 2 * padding[d] - kernel[d] + 1);
         let (k, plane, image_in) = (channels * kernel[0] * kernel[1], out[0] * out[1], channels * size[0] * size[1]);
         assert!(x.len() >= batch * image_in && w.len() >= co * k && bias.is_none_or(|b| b.len() >= co));
@@ -419,7 +509,8 @@ mod kernels {
             let dst = unsafe { y_ptr.get().add(first * co * plane) };
             let product_len = if images == 1 { 0 } else { co * columns };
             with_scratch([padded_len(images, channels, size, padding), product_len, 0], |[padded, product, _]| {
-                let b = BSource::Im2col(pad_images(x, images, channels, size, padding, kernel, padded));
+                let planes = planes.map(|p| &p[first * channels..(first + images) * channels]);
+                let b = BSource::Im2col(pad_images(x, images, channels, size, padding, kernel, planes, padded));
                 if images == 1 {
                     unsafe { crate::sgemm::sgemm_with(co, columns, k, a, b, dst, plane, false, epilogue, threads) };
                     return;
@@ -519,7 +610,7 @@ mod kernels {
                         }
                     }
                 }
-                let images = ImageBatch { x: grad, batch: g.batch, channels: co, size: g.out };
+                let images = ImageBatch { x: grad, batch: g.batch, channels: co, size: g.out, planes: None };
                 implicit_conv(images, padding, g.kernel, g.images_per_group(), g.gemm_threads(), &flipped, g.channels, None)
             }
             // Zeros: skipped, or accumulated by col2im below.
@@ -557,7 +648,7 @@ mod kernels {
                         // images where a kernel serves it; otherwise written out first.
                         let mut done = false;
                         if padded_im2col {
-                            let view = pad_images(x, images, g.channels, g.input, g.padding, g.kernel, padded);
+                            let view = pad_images(x, images, g.channels, g.input, g.padding, g.kernel, None, padded);
                             if matches!(g.gemm_threads(), gemm::Parallelism::None) {
                                 let dy_t = MatRef { ptr: dy.as_ptr(), rs: 1, cs: columns };
                                 // SAFETY: the view reads inside `padded`; ∂Yᵀ is `columns × C_out`

@@ -27,11 +27,7 @@ use crate::flex::{f32_data, register_gradients, simd, unique_dense_f32};
 pub trait FusedNormBackend: Backend {
     /// `act(GN(x) γ + β)` for `x` `[B, C, …]`, `gamma` and `beta` `[C]`.
     fn fused_group_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, groups: usize, epsilon: f64, silu: bool) -> FloatTensor<Self> {
-        let shape = x.shape();
-        let (xhat, _) = plain::normalised::<Self>(x, groups, epsilon);
-        let z = plain::affine::<Self>(xhat, gamma, beta);
-        let y = if silu { Self::float_mul(z.clone(), Self::sigmoid(z)) } else { z };
-        Self::float_reshape(y, shape)
+        plain::forward::<Self>(x, gamma, beta, groups, epsilon, silu)
     }
 
     /// `(∂x, ∂γ, ∂β)` of [`FusedNormBackend::fused_group_norm`] from the output gradient.
@@ -50,8 +46,17 @@ pub trait FusedNormBackend: Backend {
 }
 
 /// The definitions in plain backend ops (the default bodies).
-mod plain {
+pub(crate) mod plain {
     use super::*;
+
+    /// `act(GN(x) γ + β)` in the input's shape.
+    pub(crate) fn forward<B: Backend>(x: FloatTensor<B>, gamma: FloatTensor<B>, beta: FloatTensor<B>, groups: usize, epsilon: f64, silu: bool) -> FloatTensor<B> {
+        let shape = x.shape();
+        let (xhat, _) = normalised::<B>(x, groups, epsilon);
+        let z = affine::<B>(xhat, gamma, beta);
+        let y = if silu { B::float_mul(z.clone(), B::sigmoid(z)) } else { z };
+        B::float_reshape(y, shape)
+    }
 
     /// `(x̂ as [B, C, S], 1/√(σ² + ε) as [B, G, 1])`.
     pub(super) fn normalised<B: Backend>(x: FloatTensor<B>, groups: usize, epsilon: f64) -> (FloatTensor<B>, FloatTensor<B>) {
@@ -183,6 +188,18 @@ impl<B: FusedNormBackend, C: CheckpointStrategy> FusedNormBackend for Autodiff<B
     }
 }
 
+/// `silu(GN(x) γ + β)` of `x` with `shape`, on the host (the fused convolution's fallback).
+pub(crate) fn forward_silu(shape: &Shape, groups: usize, x: &[f32], gamma: &[f32], beta: &[f32], epsilon: f64) -> Vec<f32> {
+    kernels::forward(&Blocks::new(shape, groups), x, gamma, beta, epsilon, true)
+}
+
+/// One `(scale, shift)` per `(image, channel)` plane of `x` with `shape`, such that
+/// `x·scale + shift = x̂ γ_c + β_c`: the normalisation as a per-plane affine map, for a
+/// consumer that applies it as it reads `x` (the fused convolution's padding).
+pub(crate) fn plane_affines(shape: &Shape, groups: usize, x: &[f32], gamma: &[f32], beta: &[f32], epsilon: f64) -> Vec<(f32, f32)> {
+    kernels::plane_affines(&Blocks::new(shape, groups), x, gamma, beta, epsilon)
+}
+
 /// The layout of `[B, C, S…]` as `B·G` contiguous blocks of `C/G` channels of `S` elements.
 #[derive(Debug, Clone, Copy)]
 struct Blocks {
@@ -225,6 +242,25 @@ mod kernels {
         (mean, (1.0 / (variance + epsilon).sqrt()) as f32)
     }
 
+    /// Channel `c`'s `(scale, shift)` in a block with statistics `(μ, rstd)`:
+    /// `x̂ γ_c + β_c = x·scale + shift`.
+    fn channel_affine(mean: f32, rstd: f32, gamma_c: f32, beta_c: f32) -> (f32, f32) {
+        let scale = rstd * gamma_c;
+        (scale, beta_c - mean * scale)
+    }
+
+    pub(super) fn plane_affines(b: &Blocks, x: &[f32], gamma: &[f32], beta: &[f32], epsilon: f64) -> Vec<(f32, f32)> {
+        let groups = b.channels / b.per_group.max(1);
+        x.par_chunks(b.len())
+            .enumerate()
+            .flat_map_iter(|(index, x)| {
+                let (mean, rstd) = statistics(x, epsilon);
+                let first = (index % groups) * b.per_group;
+                (first..first + b.per_group).map(move |c| channel_affine(mean, rstd, gamma[c], beta[c]))
+            })
+            .collect()
+    }
+
     pub(super) fn forward(b: &Blocks, x: &[f32], gamma: &[f32], beta: &[f32], epsilon: f64, silu: bool) -> Vec<f32> {
         // Written block by block without zeroing first (a memset of the whole output was 1% of
         // a U-Net step).
@@ -235,8 +271,7 @@ mod kernels {
             let first = (index % groups) * b.per_group;
             // Normalisation, affine map and SiLU in one pass per channel.
             for (c, (y, x)) in y.chunks_mut(b.spatial).zip(x.chunks(b.spatial)).enumerate() {
-                let scale = rstd * gamma[first + c];
-                let shift = beta[first + c] - mean * scale;
+                let (scale, shift) = channel_affine(mean, rstd, gamma[first + c], beta[first + c]);
                 simd::scale_shift(y, x, scale, shift, silu);
             }
         });

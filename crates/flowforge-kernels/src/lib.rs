@@ -122,22 +122,8 @@ pub fn group_norm<const D: usize>(
     epsilon: f64,
     activation: FusedActivation,
 ) -> Result<Tensor<D>> {
-    let dims = x.dims();
-    let channels = if D >= 2 { dims[1] } else { 0 };
-    if D < 2 {
-        return Err(Error::ShapeMismatch { what: "group_norm input [B, C, …]", expected: vec![0, 0], actual: dims.to_vec() });
-    }
-    if groups == 0 || channels % groups != 0 {
-        return Err(Error::invalid("group_norm groups", groups as f64, "a positive divisor of the channels"));
-    }
-    if !(epsilon > 0.0 && epsilon.is_finite()) {
-        return Err(Error::invalid("group_norm epsilon", epsilon, "positive and finite"));
-    }
-    for (what, p) in [("group_norm gamma", &gamma), ("group_norm beta", &beta)] {
-        if let Some(p) = p.as_ref().filter(|p| p.dims() != [channels]) {
-            return Err(Error::ShapeMismatch { what, expected: vec![channels], actual: p.dims().to_vec() });
-        }
-    }
+    #[cfg_attr(not(feature = "flex"), allow(unused_variables))]
+    let channels = check_group_norm(&x.dims(), groups, gamma.as_ref(), beta.as_ref(), epsilon)?;
     #[cfg(feature = "flex")]
     {
         let parts: Vec<_> = gamma.iter().chain(&beta).map(|p| (p.device(), p.dtype())).chain([(x.device(), x.dtype())]).collect();
@@ -149,6 +135,26 @@ pub fn group_norm<const D: usize>(
         }
     }
     Ok(group_norm_reference(x, groups, gamma, beta, epsilon, activation))
+}
+
+/// [`group_norm`]'s checks; returns the channel count.
+fn check_group_norm(dims: &[usize], groups: usize, gamma: Option<&Tensor<1>>, beta: Option<&Tensor<1>>, epsilon: f64) -> Result<usize> {
+    if dims.len() < 2 {
+        return Err(Error::ShapeMismatch { what: "group_norm input [B, C, …]", expected: vec![0, 0], actual: dims.to_vec() });
+    }
+    let channels = dims[1];
+    if groups == 0 || channels % groups != 0 {
+        return Err(Error::invalid("group_norm groups", groups as f64, "a positive divisor of the channels"));
+    }
+    if !(epsilon > 0.0 && epsilon.is_finite()) {
+        return Err(Error::invalid("group_norm epsilon", epsilon, "positive and finite"));
+    }
+    for (what, p) in [("group_norm gamma", gamma), ("group_norm beta", beta)] {
+        if let Some(p) = p.filter(|p| p.dims() != [channels]) {
+            return Err(Error::ShapeMismatch { what, expected: vec![channels], actual: p.dims().to_vec() });
+        }
+    }
+    Ok(channels)
 }
 
 /// [`group_norm`] with plain burn ops (any backend): the definition the kernels must match.
@@ -199,8 +205,23 @@ pub fn group_norm_reference<const D: usize>(
 /// [`Error::ShapeMismatch`] when the channels or the bias disagree with the weight;
 /// [`Error::InvalidParameter`] for a zero stride or a kernel larger than the padded input.
 pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, stride: [usize; 2], padding: [usize; 2]) -> Result<Tensor<4>> {
-    let [batch, channels, height, width] = x.dims();
-    let [out_channels, weight_channels, kh, kw] = weight.dims();
+    #[cfg_attr(not(feature = "flex"), allow(unused_variables))]
+    let out_channels = check_conv2d(x.dims(), weight.dims(), bias.as_ref(), stride, padding)?;
+    #[cfg(feature = "flex")]
+    {
+        let parts: Vec<_> = bias.iter().map(|b| (b.device(), b.dtype())).chain([(x.device(), x.dtype()), (weight.device(), weight.dtype())]).collect();
+        if flex::all_flex_f32(&parts) {
+            let b = bias.unwrap_or_else(|| Tensor::zeros([out_channels], &weight.device()));
+            return Ok(flex_conv::conv2d(x, weight, b, stride, padding));
+        }
+    }
+    Ok(conv2d_reference(x, weight, bias, stride, padding))
+}
+
+/// [`conv2d`]'s checks; returns the output channel count.
+fn check_conv2d(x: [usize; 4], weight: [usize; 4], bias: Option<&Tensor<1>>, stride: [usize; 2], padding: [usize; 2]) -> Result<usize> {
+    let [batch, channels, height, width] = x;
+    let [out_channels, weight_channels, kh, kw] = weight;
     if channels != weight_channels {
         return Err(Error::ShapeMismatch {
             what: "conv2d input channels vs weight",
@@ -219,15 +240,55 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, stride: 
             return Err(Error::invalid("conv2d kernel size", k as f64, "between 1 and the padded input size"));
         }
     }
+    Ok(out_channels)
+}
+
+/// `conv(silu(GN(x) γ + β), W) + b`: [`group_norm`] with SiLU, then [`conv2d`] — the pre-
+/// activation residual block's normalise → activate → convolve (Ho et al., *DDPM*, 2020,
+/// after Wide ResNets).
+///
+/// For inference on burn-flex (tensors on the plain `Device::flex()`, not its autodiff
+/// device) the two run as one kernel where the implicit-GEMM convolution serves the
+/// geometry: the normalisation becomes a `(scale, shift)` per image and channel, applied with
+/// SiLU while the convolution pads each image group, so the normalised activations are never
+/// written out. Elsewhere, and whenever gradients may be taken, it is the two ops in turn
+/// (each with its own fused backward on burn-flex).
+///
+/// # Shapes
+/// `x`: `[B, C, H, W]`, `gamma`, `beta`: `[C]`, `weight`: `[C_out, C, kh, kw]`, `bias`:
+/// `[C_out]` → as [`conv2d`].
+///
+/// # Errors
+/// As [`group_norm`] and [`conv2d`].
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_silu_conv2d(
+    x: Tensor<4>,
+    groups: usize,
+    gamma: Option<Tensor<1>>,
+    beta: Option<Tensor<1>>,
+    epsilon: f64,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Result<Tensor<4>> {
+    #[cfg_attr(not(feature = "flex"), allow(unused_variables))]
+    let channels = check_group_norm(&x.dims(), groups, gamma.as_ref(), beta.as_ref(), epsilon)?;
+    #[cfg_attr(not(feature = "flex"), allow(unused_variables))]
+    let out_channels = check_conv2d(x.dims(), weight.dims(), bias.as_ref(), stride, padding)?;
     #[cfg(feature = "flex")]
     {
-        let parts: Vec<_> = bias.iter().map(|b| (b.device(), b.dtype())).chain([(x.device(), x.dtype()), (weight.device(), weight.dtype())]).collect();
-        if flex::all_flex_f32(&parts) {
-            let b = bias.unwrap_or_else(|| Tensor::zeros([out_channels], &weight.device()));
-            return Ok(flex_conv::conv2d(x, weight, b, stride, padding));
+        let plain = burn::tensor::Device::flex();
+        let on_plain_flex = |t: (burn::tensor::Device, burn::tensor::DType)| t.0 == plain && t.1 == burn::tensor::DType::F32;
+        let parts: Vec<_> = gamma.iter().chain(&beta).chain(&bias).map(|p| (p.device(), p.dtype())).chain([(x.device(), x.dtype()), (weight.device(), weight.dtype())]).collect();
+        if parts.into_iter().all(on_plain_flex) {
+            let gamma = gamma.unwrap_or_else(|| Tensor::ones([channels], &plain));
+            let beta = beta.unwrap_or_else(|| Tensor::zeros([channels], &plain));
+            let bias = bias.unwrap_or_else(|| Tensor::zeros([out_channels], &plain));
+            return Ok(flex_conv::group_norm_silu_conv2d(x, gamma, beta, groups, epsilon, weight, bias, stride, padding));
         }
     }
-    Ok(conv2d_reference(x, weight, bias, stride, padding))
+    conv2d(group_norm(x, groups, gamma, beta, epsilon, FusedActivation::Silu)?, weight, bias, stride, padding)
 }
 
 /// [`conv2d`] with burn's own `conv2d` (any backend): the definition the kernels must match.
@@ -545,6 +606,61 @@ mod tests {
         let wt = Tensor::<4>::random([4, 3, 3, 3], Distribution::Normal(0.0, 1.0), &device());
         let got = conv2d(x.clone(), wt.clone(), None, [1, 1], [1, 1]).unwrap();
         assert!(max_abs_diff4(got, conv2d_reference(x, wt, None, [1, 1], [1, 1])) < 1e-5);
+    }
+
+    /// The normalise → SiLU → convolve op against the two reference ops, on the plain device
+    /// (fused where the implicit GEMM serves the geometry: the first four cases on AVX2 or
+    /// AVX-512 CPUs) and on the autodiff device (the two fused ops, gradients through both).
+    #[test]
+    fn group_norm_silu_conv2d_matches_its_two_ops() {
+        // (batch, c_in, groups, c_out, h, w, kernel, stride, padding)
+        let cases: [(usize, usize, usize, usize, usize, usize, [usize; 2], [usize; 2], [usize; 2]); 6] = [
+            (5, 32, 8, 32, 16, 16, [3, 3], [1, 1], [1, 1]),
+            (3, 12, 4, 8, 8, 8, [3, 3], [1, 1], [1, 1]),
+            (2, 6, 3, 7, 5, 6, [3, 3], [1, 1], [2, 2]),
+            (33, 8, 2, 8, 4, 4, [1, 1], [1, 1], [0, 0]),
+            (3, 8, 4, 8, 8, 8, [3, 3], [2, 2], [1, 1]),
+            (2, 8, 8, 1, 6, 6, [3, 3], [1, 1], [1, 1]),
+        ];
+        for (batch, cin, groups, cout, h, w, kernel, stride, padding) in cases {
+            let case = format!("{batch}×{cin}/{groups}→{cout} {h}×{w} k{kernel:?} s{stride:?} p{padding:?}");
+            for d in [device(), device().autodiff()] {
+                d.seed(11);
+                // A shifted, scaled input: the statistics are not those of a standard normal.
+                let x = Tensor::<4>::random([batch, cin, h, w], Distribution::Normal(0.7, 2.0), &d);
+                let gamma = Tensor::<1>::random([cin], Distribution::Normal(1.0, 0.5), &d);
+                let beta = Tensor::<1>::random([cin], Distribution::Normal(0.0, 1.0), &d);
+                let wt = Tensor::<4>::random([cout, cin, kernel[0], kernel[1]], Distribution::Normal(0.0, 0.3), &d);
+                let b = Tensor::<1>::random([cout], Distribution::Normal(0.0, 1.0), &d);
+                let (x, gamma, wt) = if d == device() { (x, gamma, wt) } else { (x.require_grad(), gamma.require_grad(), wt.require_grad()) };
+                let got = group_norm_silu_conv2d(x.clone(), groups, Some(gamma.clone()), Some(beta.clone()), 1e-5, wt.clone(), Some(b.clone()), stride, padding).unwrap();
+                let h = group_norm_reference(x.clone(), groups, Some(gamma.clone()), Some(beta), 1e-5, FusedActivation::Silu);
+                let want = conv2d_reference(h, wt.clone(), Some(b), stride, padding);
+                assert_eq!(got.dims(), want.dims(), "{case}");
+                assert!(max_abs_diff4(got.clone(), want.clone()) < 1e-4, "forward {case} on {d:?}: {}", max_abs_diff4(got.clone(), want.clone()));
+                if d != device() {
+                    let probe = Tensor::<4>::random(want.dims(), Distribution::Normal(0.0, 1.0), &d);
+                    let (g_got, g_want) = ((got * probe.clone()).sum().backward(), (want * probe).sum().backward());
+                    assert!(max_abs_diff4(x.grad(&g_got).unwrap(), x.grad(&g_want).unwrap()) < 1e-4, "dx {case}");
+                    assert!(max_abs_diff4(wt.grad(&g_got).unwrap(), wt.grad(&g_want).unwrap()) < 1e-4, "dw {case}");
+                    let (dg_got, dg_want) = (gamma.grad(&g_got).unwrap(), gamma.grad(&g_want).unwrap());
+                    assert!(max_abs_diff(dg_got.unsqueeze_dim(0), dg_want.unsqueeze_dim(0)) < 1e-3, "dγ {case}");
+                }
+            }
+        }
+        // Defaults (γ = 1, β = 0, no bias) and the checks of both ops.
+        let d = device();
+        let x = Tensor::<4>::random([2, 8, 6, 6], Distribution::Normal(0.0, 1.0), &d);
+        let wt = Tensor::<4>::random([8, 8, 3, 3], Distribution::Normal(0.0, 0.3), &d);
+        let got = group_norm_silu_conv2d(x.clone(), 4, None, None, 1e-5, wt.clone(), None, [1, 1], [1, 1]).unwrap();
+        let want = conv2d_reference(group_norm_reference(x.clone(), 4, None, None, 1e-5, FusedActivation::Silu), wt.clone(), None, [1, 1], [1, 1]);
+        assert!(max_abs_diff4(got, want) < 1e-4);
+        assert!(matches!(group_norm_silu_conv2d(x.clone(), 3, None, None, 1e-5, wt.clone(), None, [1, 1], [1, 1]), Err(Error::InvalidParameter { .. })));
+        let narrow = Tensor::<4>::zeros([8, 4, 3, 3], &d);
+        assert!(matches!(
+            group_norm_silu_conv2d(x, 4, None, None, 1e-5, narrow, None, [1, 1], [1, 1]),
+            Err(Error::ShapeMismatch { what: "conv2d input channels vs weight", .. })
+        ));
     }
 
     #[test]

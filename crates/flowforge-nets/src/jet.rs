@@ -223,6 +223,21 @@ impl Jet<3> {
     }
 }
 
+/// A convolution's explicit padding as `[(top, bottom), (left, right)]` (`Same`: none).
+fn explicit_padding(conv: &Conv2d) -> Option<[(usize, usize); 2]> {
+    match conv.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right) => Some([(top, bottom), (left, right)]),
+        PaddingConfig2d::Valid => Some([(0, 0), (0, 0)]),
+        PaddingConfig2d::Same => None,
+    }
+}
+
+/// The padding `[p₀, p₁]` of a convolution [`flowforge_kernels::conv2d`] takes: symmetric
+/// explicit (or no) padding, dilation 1, one group.
+fn symmetric_padding(conv: &Conv2d) -> Option<[usize; 2]> {
+    explicit_padding(conv).filter(|p| p.iter().all(|(a, b)| a == b) && conv.dilation == [1, 1] && conv.groups == 1).map(|p| p.map(|(a, _)| a))
+}
+
 impl Jet<4> {
     /// A 2-D convolution: `(conv(x) + b, conv(ẋ))`. The tangent is the same convolution
     /// without the bias. Symmetric explicit or no padding with dilation 1 and one group (what
@@ -234,13 +249,8 @@ impl Jet<4> {
     /// When the input's channels are not the layer's or its spatial size is smaller than the
     /// kernel, as burn's `Conv2d::forward` does (the networks check their input first).
     pub fn through_conv(self, conv: &Conv2d) -> Self {
-        let padding = match conv.padding {
-            PaddingConfig2d::Explicit(top, left, bottom, right) => Some([(top, bottom), (left, right)]),
-            PaddingConfig2d::Valid => Some([(0, 0), (0, 0)]),
-            PaddingConfig2d::Same => None,
-        };
-        let symmetric = padding.filter(|p| p.iter().all(|(a, b)| a == b) && conv.dilation == [1, 1] && conv.groups == 1).map(|p| p.map(|(a, _)| a));
-        if let Some(padding) = symmetric {
+        let padding = explicit_padding(conv);
+        if let Some(padding) = symmetric_padding(conv) {
             // An input the layer cannot take goes to burn's own op, which reports it as before.
             let run = |x: Tensor<4>, bias: Option<Tensor<1>>| {
                 flowforge_kernels::conv2d(x.clone(), conv.weight.val(), bias.clone(), conv.stride, padding)
@@ -271,6 +281,26 @@ impl Jet<4> {
     /// When the input's channels are not the layer's, as burn's `GroupNorm::forward` does.
     pub fn through_group_norm(self, norm: &GroupNorm) -> Self {
         self.group_norm_then(norm, FusedActivation::Identity)
+    }
+
+    /// `conv(SiLU(GN(x)))`: [`Jet::through_group_norm_silu`] then [`Jet::through_conv`]. With
+    /// no tangent and a convolution [`flowforge_kernels::conv2d`] takes, one
+    /// [`flowforge_kernels::group_norm_silu_conv2d`] (in inference on burn-flex the normalised
+    /// activations are then never stored).
+    ///
+    /// # Panics
+    /// As [`Jet::through_conv`].
+    pub fn through_group_norm_silu_conv(self, norm: &GroupNorm, conv: &Conv2d) -> Self {
+        if let (None, Some(padding)) = (&self.tangent, symmetric_padding(conv)) {
+            let gamma = norm.gamma.as_ref().map(|g| g.val());
+            let beta = norm.beta.as_ref().map(|b| b.val());
+            let bias = conv.bias.as_ref().map(|b| b.val());
+            // An input the ops cannot take goes through them one by one, which report it.
+            if let Ok(y) = flowforge_kernels::group_norm_silu_conv2d(self.value.clone(), norm.num_groups, gamma, beta, norm.epsilon, conv.weight.val(), bias, conv.stride, padding) {
+                return Self::plain(y);
+            }
+        }
+        self.through_group_norm_silu(norm).through_conv(conv)
     }
 
     /// `SiLU(GN(x))`: [`Jet::through_group_norm`] then [`Jet::silu`], fused into one kernel when

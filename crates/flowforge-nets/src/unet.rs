@@ -176,10 +176,10 @@ impl ResBlock {
     }
 
     fn forward(&self, x: Jet<4>, c: &Jet<2>) -> Jet<4> {
-        let h = x.clone().through_group_norm_silu(&self.norm1).through_conv(&self.conv1);
+        let h = x.clone().through_group_norm_silu_conv(&self.norm1, &self.conv1);
         let [b, ch, _, _] = h.dims();
         let shift = c.clone().silu().through_linear(&self.embedding).reshape([b, ch, 1, 1]);
-        let h = h.add(shift).through_group_norm_silu(&self.norm2).through_conv(&self.conv2);
+        let h = h.add(shift).through_group_norm_silu_conv(&self.norm2, &self.conv2);
         let skip = match &self.skip {
             Some(conv) => x.through_conv(conv),
             None => x,
@@ -297,6 +297,6 @@ impl UNet {
                 h = a.forward(h);
             }
         }
-        Ok(h.through_group_norm_silu(&self.output_norm).through_conv(&self.output))
+        Ok(h.through_group_norm_silu_conv(&self.output_norm, &self.output))
     }
 }
