@@ -83,6 +83,12 @@ pub(crate) fn is_flex(device: &Device) -> bool {
     device.clone().inner() == Device::flex()
 }
 
+/// Whether `device` is burn-flex without autodiff (where no gradient can be asked for).
+/// (`Device`'s `==` cannot tell: it compares an autodiff device by the device it wraps.)
+pub(crate) fn is_plain_flex(device: &Device) -> bool {
+    is_flex(device) && !device.is_autodiff()
+}
+
 /// The fused paths apply to f32 tensors that all live on burn-flex (mixed devices take the
 /// plain path, which reports them as burn does); each tensor is given as `(device, dtype)`.
 pub(crate) fn all_flex_f32(parts: &[(Device, DType)]) -> bool {

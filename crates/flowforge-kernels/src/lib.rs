@@ -278,13 +278,12 @@ pub fn group_norm_silu_conv2d(
     let out_channels = check_conv2d(x.dims(), weight.dims(), bias.as_ref(), stride, padding)?;
     #[cfg(feature = "flex")]
     {
-        let plain = burn::tensor::Device::flex();
-        let on_plain_flex = |t: (burn::tensor::Device, burn::tensor::DType)| t.0 == plain && t.1 == burn::tensor::DType::F32;
         let parts: Vec<_> = gamma.iter().chain(&beta).chain(&bias).map(|p| (p.device(), p.dtype())).chain([(x.device(), x.dtype()), (weight.device(), weight.dtype())]).collect();
-        if parts.into_iter().all(on_plain_flex) {
-            let gamma = gamma.unwrap_or_else(|| Tensor::ones([channels], &plain));
-            let beta = beta.unwrap_or_else(|| Tensor::zeros([channels], &plain));
-            let bias = bias.unwrap_or_else(|| Tensor::zeros([out_channels], &plain));
+        if flex::all_flex_f32(&parts) && parts.iter().all(|(device, _)| flex::is_plain_flex(device)) {
+            let device = x.device();
+            let gamma = gamma.unwrap_or_else(|| Tensor::ones([channels], &device));
+            let beta = beta.unwrap_or_else(|| Tensor::zeros([channels], &device));
+            let bias = bias.unwrap_or_else(|| Tensor::zeros([out_channels], &device));
             return Ok(flex_conv::group_norm_silu_conv2d(x, gamma, beta, groups, epsilon, weight, bias, stride, padding));
         }
     }
@@ -634,9 +633,13 @@ mod tests {
                 let b = Tensor::<1>::random([cout], Distribution::Normal(0.0, 1.0), &d);
                 let (x, gamma, wt) = if d == device() { (x, gamma, wt) } else { (x.require_grad(), gamma.require_grad(), wt.require_grad()) };
                 let got = group_norm_silu_conv2d(x.clone(), groups, Some(gamma.clone()), Some(beta.clone()), 1e-5, wt.clone(), Some(b.clone()), stride, padding).unwrap();
-                let h = group_norm_reference(x.clone(), groups, Some(gamma.clone()), Some(beta), 1e-5, FusedActivation::Silu);
-                let want = conv2d_reference(h, wt.clone(), Some(b), stride, padding);
+                let h = group_norm_reference(x.clone(), groups, Some(gamma.clone()), Some(beta.clone()), 1e-5, FusedActivation::Silu);
+                let want = conv2d_reference(h, wt.clone(), Some(b.clone()), stride, padding);
                 assert_eq!(got.dims(), want.dims(), "{case}");
+                // The same arithmetic as the two fused ops, to the bit: the fused path on the
+                // plain device, the two ops themselves on the autodiff one (not plain burn ops).
+                let two_ops = conv2d(group_norm(x.clone(), groups, Some(gamma.clone()), Some(beta.clone()), 1e-5, FusedActivation::Silu).unwrap(), wt.clone(), Some(b), stride, padding).unwrap();
+                assert_eq!(got.to_data(), two_ops.to_data(), "{case} on {d:?}: not the two fused ops' result");
                 assert!(max_abs_diff4(got.clone(), want.clone()) < 1e-4, "forward {case} on {d:?}: {}", max_abs_diff4(got.clone(), want.clone()));
                 if d != device() {
                     let probe = Tensor::<4>::random(want.dims(), Distribution::Normal(0.0, 1.0), &d);
