@@ -508,8 +508,9 @@ mod kernels {
             // SAFETY (the writes below): each task writes its own images' slice of `y`.
             let dst = unsafe { y_ptr.get().add(first * co * plane) };
             let product_len = if images == 1 { 0 } else { co * columns };
-            with_scratch([padded_len(images, channels, size, padding), product_len, 0], |[padded, product, _]| {
-                let planes = planes.map(|p| &p[first * channels..(first + images) * channels]);
+            let scratch_plane = if planes.is_some() { size[0] * size[1] } else { 0 };
+            with_scratch([padded_len(images, channels, size, padding), product_len, scratch_plane], |[padded, product, scratch]| {
+                let planes = planes.map(|p| (&p[first * channels..(first + images) * channels], scratch));
                 let b = BSource::Im2col(pad_images(x, images, channels, size, padding, kernel, planes, padded));
                 if images == 1 {
                     unsafe { crate::sgemm::sgemm_with(co, columns, k, a, b, dst, plane, false, epilogue, threads) };

@@ -106,10 +106,10 @@ pub(crate) fn zero_short(dst: &mut [f32]) {
 /// around each plane (and zero slack at both ends), and returns the [`Im2col`] view of a
 /// `kernel`-sized stride-1 convolution over them. `out` holds [`padded_len`] floats.
 ///
-/// With `planes`, one `(scale, shift)` per plane (`images·C` of them), each plane is written
-/// as `silu(x·scale + shift)` instead of copied: a normalisation and its SiLU applied on the
-/// way into the convolution, so their output is never stored (the zero padding stays zero,
-/// as it is for a convolution of the normalised input).
+/// With `planes`, one `(scale, shift)` per plane (`images·C` of them) and an `H·W` scratch
+/// plane, each plane is written as `silu(x·scale + shift)` instead of copied: a normalisation
+/// and its SiLU applied on the way into the convolution, so their output is never stored (the
+/// zero padding stays zero, as it is for a convolution of the normalised input).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn pad_images(
     x: &[f32],
@@ -118,33 +118,32 @@ pub(crate) fn pad_images(
     [h, w]: [usize; 2],
     [ph, pw]: [usize; 2],
     kernel: [usize; 2],
-    planes: Option<&[(f32, f32)]>,
+    mut planes: Option<(&[(f32, f32)], &mut [f32])>,
     out: &mut [f32],
 ) -> Im2col {
     let [hp, wp] = [h + 2 * ph, w + 2 * pw];
     assert!(x.len() >= images * channels * h * w && out.len() >= padded_len(images, channels, [h, w], [ph, pw]) && kernel[0] <= hp && kernel[1] <= wp);
-    assert!(planes.is_none_or(|p| p.len() >= images * channels), "pad_images: one (scale, shift) per plane");
+    assert!(planes.as_ref().is_none_or(|(p, scratch)| p.len() >= images * channels && scratch.len() >= h * w), "pad_images: one (scale, shift) per plane, an H·W scratch plane");
     let (head, rest) = out.split_at_mut(IM2COL_SLACK);
     head.fill(0.0);
     let (body, tail) = rest.split_at_mut(images * channels * hp * wp);
-    let mut mapped = Vec::<f32>::with_capacity(if planes.is_some() { h * w } else { 0 });
     for (index, (plane_out, plane_in)) in body.chunks_exact_mut(hp * wp).zip(x.chunks_exact(h * w)).enumerate() {
         let (top, rest) = plane_out.split_at_mut(ph * wp);
         let (middle, bottom) = rest.split_at_mut(h * wp);
         for row in top.chunks_exact_mut(wp).chain(bottom.chunks_exact_mut(wp)) {
             zero_short(row);
         }
-        // The mapped plane is computed whole (full vectors, one call) into a buffer that
-        // stays in L1, then copied row by row as an unmapped plane is.
-        let plane_in = match planes {
+        // The mapped plane is computed whole (full vectors, one call) into the scratch plane,
+        // which stays in L1, then copied row by row as an unmapped plane is.
+        let plane_in: &[f32] = match &mut planes {
             None => plane_in,
-            Some(planes) => {
-                let (scale, shift) = planes[index];
-                mapped.clear();
-                crate::flex::simd::scale_shift(&mut mapped.spare_capacity_mut()[..h * w], plane_in, scale, shift, true);
-                // SAFETY: scale_shift wrote all `h·w` floats (the capacity reserved below).
-                unsafe { mapped.set_len(h * w) };
-                &mapped[..]
+            Some((maps, scratch)) => {
+                let (scale, shift) = maps[index];
+                let mapped = &mut scratch[..h * w];
+                // SAFETY: f32 and MaybeUninit<f32> share a layout; scale_shift writes floats only.
+                let uninit = unsafe { &mut *(mapped as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
+                crate::flex::simd::scale_shift(uninit, plane_in, scale, shift, true);
+                mapped
             }
         };
         for (row_out, row_in) in middle.chunks_exact_mut(wp).zip(plane_in.chunks_exact(w)) {
