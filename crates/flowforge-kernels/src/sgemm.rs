@@ -1022,34 +1022,34 @@ pub(crate) mod x86 {
     /// are present.
     #[target_feature(enable = "avx2,fma")]
     pub(crate) unsafe fn kernel_6x16_gathered(kc: usize, a: GatheredA, b: BPanel, c: *mut f32, rsc: usize, accumulate: bool, cols: usize) {
-        unsafe { kernel_body_avx2::<_, 6>(kc, a, b, c, rsc, accumulate, Epilogue::NONE, 6, cols) }
+        unsafe { kernel_body_avx2::<_, 6, false>(kc, a, b, c, rsc, accumulate, Epilogue::NONE, 6, cols) }
     }
 
     /// `C[6 × 16] (+)= Apanel(kc × 6)ᵀ · Bpanel(kc × 16)` in 12 `ymm` accumulators, A packed
     /// (element `(i, p)` at `a[p·6 + i]`; `lda` unused); the `rows × cols` corner stored.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn kernel_6x16(kc: usize, a: *const f32, _lda: usize, b: BPanel, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
-        unsafe { kernel_body_avx2::<_, 6>(kc, PackedA(a), b, c, rsc, accumulate, epi, rows, cols) }
+        unsafe { kernel_body_avx2::<_, 6, true>(kc, PackedA(a), b, c, rsc, accumulate, epi, rows, cols) }
     }
 
     /// [`kernel_6x16`] for a sliver of at most 4 rows (8 accumulators).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn kernel_4x16(kc: usize, a: *const f32, _lda: usize, b: BPanel, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
-        unsafe { kernel_body_avx2::<_, 4>(kc, PackedA(a), b, c, rsc, accumulate, epi, rows, cols) }
+        unsafe { kernel_body_avx2::<_, 4, true>(kc, PackedA(a), b, c, rsc, accumulate, epi, rows, cols) }
     }
 
     /// [`kernel_4x16`] reading A in place as [`kernel_6x16_rows`] does. Only called with all
     /// four rows present.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn kernel_4x16_rows(kc: usize, a: *const f32, lda: usize, b: BPanel, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
-        unsafe { kernel_body_avx2::<_, 4>(kc, RowsA { ptr: a, lda }, b, c, rsc, accumulate, epi, rows, cols) }
+        unsafe { kernel_body_avx2::<_, 4, true>(kc, RowsA { ptr: a, lda }, b, c, rsc, accumulate, epi, rows, cols) }
     }
 
     /// [`kernel_6x16`] reading A where it lies, row-major with row stride `lda`. Only called
     /// with all six rows present.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn kernel_6x16_rows(kc: usize, a: *const f32, lda: usize, b: BPanel, c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
-        unsafe { kernel_body_avx2::<_, 6>(kc, RowsA { ptr: a, lda }, b, c, rsc, accumulate, epi, rows, cols) }
+        unsafe { kernel_body_avx2::<_, 6, true>(kc, RowsA { ptr: a, lda }, b, c, rsc, accumulate, epi, rows, cols) }
     }
 
     /// `eᶻ` on 8 lanes: `2ⁿ·p(r)`, `z = n ln 2 + r` (the Cephes polynomial of `simd::exp`),
@@ -1085,7 +1085,7 @@ pub(crate) mod x86 {
 
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn kernel_body_avx2<A: ASource, const MR: usize>(
+    unsafe fn kernel_body_avx2<A: ASource, const MR: usize, const STRAIGHT_STORE: bool>(
         kc: usize,
         a: A,
         b: BPanel,
@@ -1121,6 +1121,55 @@ pub(crate) mod x86 {
                     step::<A, MR>(&mut acc, a, p, _mm256_loadu_ps(b.ptr.offset(offset)), _mm256_loadu_ps(b.second.offset(offset)));
                 }
             }
+            // A full tile without SiLU, the common case: stored straight from the registers,
+            // with the C it accumulates onto and its column or row bias. Every other case goes
+            // through `finish_tile`, out of line, so that the accumulators stay in registers here
+            // (a loop over a run-time row count kept them in memory for the whole call: 4% of the
+            // kernel's time in a 256-deep product).
+            if STRAIGHT_STORE && rows == MR && cols >= 16 && epi.silu.is_null() && (epi.bias.is_null() || epi.row_bias.is_null()) {
+                let (b0, b1) = if epi.bias.is_null() { (_mm256_setzero_ps(), _mm256_setzero_ps()) } else { (_mm256_loadu_ps(epi.bias), _mm256_loadu_ps(epi.bias.add(8))) };
+                for (i, row) in acc.iter().enumerate() {
+                    let cp = c.add(i * rsc);
+                    // In `finish_tile`'s order (C, then the bias), so both round alike.
+                    let (mut r0, mut r1) = (row[0], row[1]);
+                    if accumulate {
+                        r0 = _mm256_add_ps(r0, _mm256_loadu_ps(cp));
+                        r1 = _mm256_add_ps(r1, _mm256_loadu_ps(cp.add(8)));
+                    }
+                    if !epi.bias.is_null() {
+                        (r0, r1) = (_mm256_add_ps(r0, b0), _mm256_add_ps(r1, b1));
+                    } else if !epi.row_bias.is_null() {
+                        let bi = _mm256_set1_ps(*epi.row_bias.add(i));
+                        (r0, r1) = (_mm256_add_ps(r0, bi), _mm256_add_ps(r1, bi));
+                    }
+                    _mm256_storeu_ps(cp, r0);
+                    _mm256_storeu_ps(cp.add(8), r1);
+                }
+                return;
+            }
+            if !STRAIGHT_STORE {
+                // In line: the gathered kernel's loop spills accumulators when the epilogue is
+                // out of line (LLVM then groups its six broadcasts).
+                store_tile::<MR>(&acc, c, rsc, accumulate, epi, rows, cols);
+                return;
+            }
+            // A copy: passing `acc` itself by reference kept it in memory inside the loop.
+            let spilled = acc;
+            finish_tile::<MR>(&spilled, c, rsc, accumulate, epi, rows, cols);
+        }
+    }
+
+    /// The epilogue of [`kernel_body_avx2`] for edge tiles, accumulation, a row bias and SiLU.
+    #[inline(never)]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn finish_tile<const MR: usize>(acc: &[[__m256; 2]; MR], c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
+        unsafe { store_tile::<MR>(acc, c, rsc, accumulate, epi, rows, cols) }
+    }
+
+    /// The `rows × cols` corner of the accumulators, through the epilogue, into C.
+    #[inline(always)]
+    unsafe fn store_tile<const MR: usize>(acc: &[[__m256; 2]; MR], c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
+        unsafe {
             // Lane masks of the two 8-lane halves for an edge tile (masked lanes are neither
             // read nor written, and cannot fault).
             let full = cols >= 16;
