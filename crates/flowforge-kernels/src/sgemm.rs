@@ -1083,6 +1083,11 @@ pub(crate) mod x86 {
         unsafe { _mm256_div_ps(_mm256_set1_ps(1.0), _mm256_add_ps(_mm256_set1_ps(1.0), exp8(_mm256_sub_ps(_mm256_setzero_ps(), z)))) }
     }
 
+    /// The AVX2 micro-kernel: `MR` rows of two 8-lane accumulators over the depth, then the
+    /// epilogue. With `STRAIGHT_STORE`, a full tile without SiLU is stored from the registers
+    /// and every other tile goes out of line ([`finish_tile`]); without it the whole epilogue
+    /// stays in line ([`store_tile`]), which the gathered-A kernel needs to keep its loop free
+    /// of spills.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     unsafe fn kernel_body_avx2<A: ASource, const MR: usize, const STRAIGHT_STORE: bool>(
@@ -1126,53 +1131,37 @@ pub(crate) mod x86 {
             // through `finish_tile`, out of line, so that the accumulators stay in registers here
             // (a loop over a run-time row count kept them in memory for the whole call: 4% of the
             // kernel's time in a 256-deep product).
-            if STRAIGHT_STORE && rows == MR && cols >= 16 && epi.silu.is_null() && (epi.bias.is_null() || epi.row_bias.is_null()) {
-                let (b0, b1) = if epi.bias.is_null() { (_mm256_setzero_ps(), _mm256_setzero_ps()) } else { (_mm256_loadu_ps(epi.bias), _mm256_loadu_ps(epi.bias.add(8))) };
-                for (i, row) in acc.iter().enumerate() {
-                    let cp = c.add(i * rsc);
-                    // In `finish_tile`'s order (C, then the bias), so both round alike.
-                    let (mut r0, mut r1) = (row[0], row[1]);
-                    if accumulate {
-                        r0 = _mm256_add_ps(r0, _mm256_loadu_ps(cp));
-                        r1 = _mm256_add_ps(r1, _mm256_loadu_ps(cp.add(8)));
-                    }
-                    if !epi.bias.is_null() {
-                        (r0, r1) = (_mm256_add_ps(r0, b0), _mm256_add_ps(r1, b1));
-                    } else if !epi.row_bias.is_null() {
-                        let bi = _mm256_set1_ps(*epi.row_bias.add(i));
-                        (r0, r1) = (_mm256_add_ps(r0, bi), _mm256_add_ps(r1, bi));
-                    }
-                    _mm256_storeu_ps(cp, r0);
-                    _mm256_storeu_ps(cp.add(8), r1);
-                }
-                return;
-            }
-            if !STRAIGHT_STORE {
+            if STRAIGHT_STORE && rows == MR && cols >= 16 && epi.silu.is_null() {
+                store_tile::<MR, true>(&acc, c, rsc, accumulate, epi, rows, cols);
+            } else if !STRAIGHT_STORE {
                 // In line: the gathered kernel's loop spills accumulators when the epilogue is
                 // out of line (LLVM then groups its six broadcasts).
-                store_tile::<MR>(&acc, c, rsc, accumulate, epi, rows, cols);
-                return;
+                store_tile::<MR, false>(&acc, c, rsc, accumulate, epi, rows, cols);
+            } else {
+                // A copy: passing `acc` itself by reference kept it in memory inside the loop.
+                let spilled = acc;
+                finish_tile::<MR>(&spilled, c, rsc, accumulate, epi, rows, cols);
             }
-            // A copy: passing `acc` itself by reference kept it in memory inside the loop.
-            let spilled = acc;
-            finish_tile::<MR>(&spilled, c, rsc, accumulate, epi, rows, cols);
         }
     }
 
-    /// The epilogue of [`kernel_body_avx2`] for edge tiles, accumulation, a row bias and SiLU.
+    /// The epilogue of [`kernel_body_avx2`] out of line: edge tiles and SiLU.
     #[inline(never)]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn finish_tile<const MR: usize>(acc: &[[__m256; 2]; MR], c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
-        unsafe { store_tile::<MR>(acc, c, rsc, accumulate, epi, rows, cols) }
+        unsafe { store_tile::<MR, false>(acc, c, rsc, accumulate, epi, rows, cols) }
     }
 
-    /// The `rows × cols` corner of the accumulators, through the epilogue, into C.
+    /// The `rows × cols` corner of the accumulators, through the epilogue (C accumulated onto,
+    /// then the column bias, the row bias, SiLU), into C. `FULL_PLAIN` promises a full tile
+    /// without SiLU: the row loop then has a constant count, is unrolled, and reads the
+    /// accumulators from registers.
     #[inline(always)]
-    unsafe fn store_tile<const MR: usize>(acc: &[[__m256; 2]; MR], c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
+    unsafe fn store_tile<const MR: usize, const FULL_PLAIN: bool>(acc: &[[__m256; 2]; MR], c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
         unsafe {
             // Lane masks of the two 8-lane halves for an edge tile (masked lanes are neither
             // read nor written, and cannot fault).
-            let full = cols >= 16;
+            let full = FULL_PLAIN || cols >= 16;
             let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
             let m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32), lane);
             let m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32 - 8), lane);
@@ -1188,8 +1177,8 @@ pub(crate) mod x86 {
                     _mm256_maskstore_ps(p.add(8), m1, v1);
                 }
             };
-            let y = epi.silu;
-            for (i, row) in acc.iter().enumerate().take(rows) {
+            let y = if FULL_PLAIN { std::ptr::null_mut() } else { epi.silu };
+            for (i, row) in acc.iter().enumerate().take(if FULL_PLAIN { MR } else { rows }) {
                 let cp = c.add(i * rsc);
                 let (mut r0, mut r1) = (row[0], row[1]);
                 if accumulate {
