@@ -528,35 +528,33 @@ pub(crate) mod kernels {
 /// Element-wise loops written so LLVM vectorises them; on x86-64 they are compiled again for
 /// AVX2 + FMA and for AVX-512 and chosen at run time (the crate itself targets baseline x86-64).
 pub(crate) mod simd {
-    /// `eˣ` for f32 (Cephes `expf`: `2ⁿ·p(r)` with `x = n ln 2 + r`, |r| ≤ ln2/2; relative
-    /// error ≈ 1e-7), branch-free so it vectorises. Inputs are clamped to [−87.3, 88.7].
+    /// `1 + e⁻ᶻ` for f32, the sigmoid's denominator, branch-free so it vectorises: the same
+    /// arithmetic as the AVX2 kernels' `one_plus_exp_neg8` (see there), with the multiply-adds
+    /// left unfused (a fused one is a library call on baseline x86-64). `e⁻ᶻ = 2ⁿ·q(r)` with
+    /// `−z = n ln 2 − r`, |r| ≤ ln2/2 (Cody–Waite's two-part ln 2, as Cephes `expf`), `q` the
+    /// degree-6 minimax polynomial for `e⁻ʳ`; `z` clamped to [−88, 87.3], so `2ⁿ` is normal.
     #[inline(always)]
-    fn exp(x: f32) -> f32 {
+    fn one_plus_exp_neg(z: f32) -> f32 {
         const LOG2E: f32 = std::f32::consts::LOG2_E;
         const LN2_HI: f32 = 0.693_359_4;
         const LN2_LO: f32 = -2.121_944_4e-4;
-        // Adding 1.5·2²³ rounds to the nearest integer in the low mantissa bits.
-        const ROUND: f32 = 12_582_912.0;
-        let x = x.clamp(-87.3, 88.7);
-        let t = x * LOG2E + ROUND;
-        let n = t - ROUND;
-        let r = x - n * LN2_HI - n * LN2_LO;
-        let mut p = 1.987_569_1e-4f32;
-        p = p * r + 1.398_199_9e-3;
-        p = p * r + 8.333_452e-3;
-        p = p * r + 4.166_579_6e-2;
-        p = p * r + 1.666_666_5e-1;
-        p = p * r + 0.5;
-        let e_r = p * r * r + r + 1.0;
-        // 2ⁿ from the integer in t's low bits: (n + 127) << 23.
-        // Wrapping arithmetic: an overflow check (on in dev builds) would stop vectorisation.
-        let two_n = f32::from_bits((t.to_bits().wrapping_sub(ROUND.to_bits()) as i32).wrapping_add(127).wrapping_shl(23) as u32);
-        e_r * two_n
+        // Adding 1.5·2²³ rounds to the nearest integer in the low mantissa bits; the extra 127
+        // is the exponent bias, so that shifting those bits into place gives 2ⁿ.
+        const ROUND_BIASED: f32 = 12_582_912.0 + 127.0;
+        let z = z.clamp(-88.0, 87.3);
+        let t = z * -LOG2E + ROUND_BIASED;
+        let n = t - ROUND_BIASED;
+        let r = z + n * LN2_HI + n * LN2_LO;
+        let mut q = 1.383_683_5e-3f32;
+        for coefficient in [-8.374_824e-3, 4.166_822_5e-2, -1.666_642e-1, 4.999_999_1e-1, -1.0, 1.0] {
+            q = q * r + coefficient;
+        }
+        1.0 + q * f32::from_bits(t.to_bits() << 23)
     }
 
     #[inline(always)]
     fn sigmoid(z: f32) -> f32 {
-        1.0 / (1.0 + exp(-z))
+        1.0 / one_plus_exp_neg(z)
     }
 
     #[inline(always)]
@@ -944,13 +942,14 @@ pub(crate) mod simd {
     #[cfg(test)]
     mod tests {
         #[test]
-        fn exp_is_accurate_over_the_clamped_range() {
+        fn exp_neg_is_accurate_over_the_clamped_range() {
             let mut worst = 0.0f64;
             for i in 0..=20_000 {
-                let x = -87.0 + 175.0 * f64::from(i) / 20_000.0;
-                let got = f64::from(super::exp(x as f32));
-                let want = (x as f32 as f64).exp();
-                worst = worst.max(((got - want) / want).abs());
+                let z = (-88.0 + 175.3 * f64::from(i) / 20_000.0) as f32;
+                let got = f64::from(super::one_plus_exp_neg(z)) - 1.0;
+                let want = (-f64::from(z)).exp();
+                // Relative to 1 + e⁻ᶻ, what the sigmoid divides by.
+                worst = worst.max((got - want).abs() / (1.0 + want));
             }
             assert!(worst < 3e-7, "worst relative error {worst:e}");
         }
