@@ -112,7 +112,7 @@ fn mlp_step(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("train", batch), &batch, |b, _| {
             b.iter(|| {
                 let m = model.take().expect("model");
-                let loss = (m.forward(x.clone(), &[t.clone()]).expect("forward") - target.clone()).square().mean();
+                let loss = (m.forward(x.clone(), std::slice::from_ref(&t)).expect("forward") - target.clone()).square().mean();
                 let grads = GradientsParams::from_grads(loss.backward(), &m);
                 model = Some(optimizer.step(1e-3, m, grads));
             })
@@ -121,7 +121,7 @@ fn mlp_step(c: &mut Criterion) {
     let mlp = MlpConfig::new(2).init(&plain).expect("mlp");
     let x = standard_normal([65536, 2], &mut rng(5), &plain);
     let t = Tensor::<2>::full([65536, 1], 0.5, &plain);
-    group.bench_function("forward/65536", |b| b.iter(|| mlp.forward(x.clone(), &[t.clone()]).expect("forward").into_data()));
+    group.bench_function("forward/65536", |b| b.iter(|| mlp.forward(x.clone(), std::slice::from_ref(&t)).expect("forward").into_data()));
     group.finish();
 }
 
@@ -148,9 +148,9 @@ fn image_networks(c: &mut Criterion) {
     let x = standard_normal([32, 1, 28, 28], &mut rng(3), &device);
     let t = Tensor::<2>::full([32, 1], 0.5, &device);
     let unet = UNetConfig::new(1).init(&device).expect("unet");
-    group.bench_function("unet_28x28_b32", |b| b.iter(|| unet.forward(x.clone(), &[t.clone()], &Condition::none()).expect("forward")));
+    group.bench_function("unet_28x28_b32", |b| b.iter(|| unet.forward(x.clone(), std::slice::from_ref(&t), &Condition::none()).expect("forward")));
     let dit = DitConfig::new(1, 28).init(&device).expect("dit");
-    group.bench_function("dit_28x28_p4_b32", |b| b.iter(|| dit.forward(x.clone(), &[t.clone()], &Condition::none()).expect("forward")));
+    group.bench_function("dit_28x28_p4_b32", |b| b.iter(|| dit.forward(x.clone(), std::slice::from_ref(&t), &Condition::none()).expect("forward")));
     group.finish();
 }
 

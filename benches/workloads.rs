@@ -235,7 +235,7 @@ fn mlp_step_micro(device: &Device) -> flowforge::Result<Fields> {
         let mut times = Vec::new();
         for i in 0..60 {
             let start = Instant::now();
-            let loss = (model.forward(x.clone(), &[t.clone()])? - target.clone()).square().mean();
+            let loss = (model.forward(x.clone(), std::slice::from_ref(&t))? - target.clone()).square().mean();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optimizer.step(1e-3, model, grads);
             // Wait for the update (a no-op on eager CPU backends, a sync on GPUs).
@@ -256,7 +256,7 @@ fn mlp_step_micro(device: &Device) -> flowforge::Result<Fields> {
     let mut times = Vec::new();
     for i in 0..60 {
         let start = Instant::now();
-        let _ = mlp.forward(x.clone(), &[t.clone()])?.into_data();
+        let _ = mlp.forward(x.clone(), std::slice::from_ref(&t))?.into_data();
         if i >= 10 {
             times.push(start.elapsed().as_secs_f64());
         }
@@ -350,7 +350,8 @@ fn main() -> std::process::ExitCode {
     let computes = !args.iter().any(|a| a == "--caller-outside-pool") && flowforge::threads::compute_on_calling_thread();
     eprintln!("threads: {}", if computes { "this thread is a compute thread (flowforge::threads)" } else { "work handed to rayon's pool (defaults)" });
     let device = flowforge::default_device();
-    let workloads: [(&str, fn(&Device) -> flowforge::Result<Fields>); 5] =
+    type Workload = fn(&Device) -> flowforge::Result<Fields>;
+    let workloads: [(&str, Workload); 5] =
         [("gemm_peak", gemm_peak), ("cfm_moons", cfm_moons), ("ddpm_moons", ddpm_moons), ("mlp_step_micro", mlp_step_micro), ("unet_digits_step", unet_digits_step)];
     for (name, run) in workloads {
         if only.as_deref().is_some_and(|o| o != name) {

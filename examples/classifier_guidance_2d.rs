@@ -51,9 +51,9 @@ fn data(n: usize, rng: &mut StdRng) -> (Vec<f64>, Vec<i64>) {
     let (mut points, mut labels) = (Vec::with_capacity(2 * n), Vec::with_capacity(n));
     for _ in 0..n {
         let k = rng.random_range(0..4);
-        for d in 0..2 {
+        for mean in MEANS[k] {
             let z: f64 = StandardNormal.sample(rng);
-            points.push(MEANS[k][d] + STD * z);
+            points.push(mean + STD * z);
         }
         labels.push(CLASS_OF[k] as i64);
     }
@@ -66,9 +66,9 @@ fn data_of_classes(labels: &[i64], rng: &mut StdRng) -> Vec<f64> {
     for &y in labels {
         let members: Vec<usize> = (0..4).filter(|&k| CLASS_OF[k] as i64 == y).collect();
         let k = members[rng.random_range(0..members.len())];
-        for d in 0..2 {
+        for mean in MEANS[k] {
             let z: f64 = StandardNormal.sample(rng);
-            points.push(MEANS[k][d] + STD * z);
+            points.push(mean + STD * z);
         }
     }
     points
@@ -201,9 +201,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let data_points = tensor_to_points(tensor(points, &device));
     let mut figure = Figure::new("guidance on a labelled Gaussian mixture (colour = requested class)").columns(3);
     let mut panel = Panel::new("data (colour = class)").range(range.0, range.1);
-    for c in 0..CLASSES {
+    for (c, &colour) in colours.iter().enumerate() {
         let of: Vec<[f64; 2]> = data_points.iter().zip(&data_labels).filter(|(_, l)| **l == c as i64).map(|(p, _)| *p).collect();
-        panel = panel.points(&of, colours[c], 1);
+        panel = panel.points(&of, colour, 1);
     }
     figure = figure.panel(panel);
     for (title, x, labelled) in pictures {
@@ -212,9 +212,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         if !labelled {
             panel = panel.points(&points, Rgb::GREY, 1);
         } else {
-            for c in 0..CLASSES {
+            for (c, &colour) in colours.iter().enumerate() {
                 let of: Vec<[f64; 2]> = points.iter().zip(&labels).filter(|(_, l)| **l == c as i64).map(|(p, _)| *p).collect();
-                panel = panel.points(&of, colours[c], 1);
+                panel = panel.points(&of, colour, 1);
             }
         }
         figure = figure.panel(panel);

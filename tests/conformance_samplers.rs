@@ -125,6 +125,7 @@ fn kind_of(prediction_type: &str) -> PredictionKind {
 }
 
 /// Runs `sampler.step` with a model returning `output` (of the given kind) and replayed noise.
+#[allow(clippy::too_many_arguments)]
 fn step_with<Smp>(sampler: &Smp, kind: PredictionKind, path: &AffinePath<DiscreteSchedule>, output: Tensor<2>, x: Tensor<2>, t_cur: f64, t_next: f64, noise: Vec<f64>) -> Tensor<2>
 where
     Smp: for<'a> Sampler<PathModel<'a, Box<dyn Fn(Tensor<2>, &Times) -> Predicted<Noise, 2>>, DiscreteSchedule>, 2>

@@ -228,7 +228,8 @@ mod tests {
         let device = Device::flex();
         let x = tensor_from_rows(&[vec![-1.3, -0.2, 0.4, 2.1]], &device);
         let dir = tensor_from_rows(&[vec![0.7, -1.1, 0.3, 0.5]], &device);
-        let ops: Vec<(&str, fn(Dual<2>) -> Dual<2>)> = vec![
+        type Op = fn(Dual<2>) -> Dual<2>;
+        let ops: Vec<(&str, Op)> = vec![
             ("tanh", Dual::tanh),
             ("sin", Dual::sin),
             ("cos", Dual::cos),

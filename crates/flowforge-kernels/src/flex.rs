@@ -546,7 +546,7 @@ pub(crate) mod simd {
         let n = t - ROUND_BIASED;
         let r = z + n * LN2_HI + n * LN2_LO;
         let mut q = 1.383_683_5e-3f32;
-        for coefficient in [-8.374_824e-3, 4.166_822_5e-2, -1.666_642e-1, 4.999_999_1e-1, -1.0, 1.0] {
+        for coefficient in [-8.374_824e-3, 4.166_822_5e-2, -1.666_642e-1, 0.499_999_9, -1.0, 1.0] {
             q = q * r + coefficient;
         }
         1.0 + q * f32::from_bits(t.to_bits() << 23)

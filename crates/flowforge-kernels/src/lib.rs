@@ -143,7 +143,7 @@ fn check_group_norm(dims: &[usize], groups: usize, gamma: Option<&Tensor<1>>, be
         return Err(Error::ShapeMismatch { what: "group_norm input [B, C, …]", expected: vec![0, 0], actual: dims.to_vec() });
     }
     let channels = dims[1];
-    if groups == 0 || channels % groups != 0 {
+    if groups == 0 || !channels.is_multiple_of(groups) {
         return Err(Error::invalid("group_norm groups", groups as f64, "a positive divisor of the channels"));
     }
     if !(epsilon > 0.0 && epsilon.is_finite()) {
@@ -558,7 +558,8 @@ mod tests {
         // (batch, c_in, c_out, h, w, kernel, stride, padding)
         // The stride-1 cases with at least 6 channels each way take the implicit GEMM (on
         // CPUs with AVX-512 or AVX2 + FMA), the others the explicit im2col.
-        let cases: [(usize, usize, usize, usize, usize, [usize; 2], [usize; 2], [usize; 2]); 10] = [
+        type Case = (usize, usize, usize, usize, usize, [usize; 2], [usize; 2], [usize; 2]);
+        let cases: [Case; 10] = [
             (5, 3, 4, 16, 16, [3, 3], [1, 1], [1, 1]),
             (3, 6, 12, 16, 16, [3, 3], [1, 1], [1, 1]),
             (3, 7, 13, 7, 5, [2, 3], [1, 1], [1, 0]),
@@ -613,7 +614,8 @@ mod tests {
     #[test]
     fn group_norm_silu_conv2d_matches_its_two_ops() {
         // (batch, c_in, groups, c_out, h, w, kernel, stride, padding)
-        let cases: [(usize, usize, usize, usize, usize, usize, [usize; 2], [usize; 2], [usize; 2]); 6] = [
+        type Case = (usize, usize, usize, usize, usize, usize, [usize; 2], [usize; 2], [usize; 2]);
+        let cases: [Case; 6] = [
             (5, 32, 8, 32, 16, 16, [3, 3], [1, 1], [1, 1]),
             (3, 12, 4, 8, 8, 8, [3, 3], [1, 1], [1, 1]),
             (2, 6, 3, 7, 5, 6, [3, 3], [1, 1], [2, 2]),

@@ -111,6 +111,7 @@ pub(crate) fn zero_short(dst: &mut [f32]) {
 /// and its SiLU applied on the way into the convolution, so their output is never stored (the
 /// zero padding stays zero, as it is for a convolution of the normalised input).
 #[allow(clippy::too_many_arguments)]
+#[allow(clippy::type_complexity, reason = "the optional (scale, shift) per plane and the per-plane output, together or not at all")]
 pub(crate) fn pad_images(
     x: &[f32],
     images: usize,
@@ -195,7 +196,7 @@ impl Im2col {
 
 impl BSource {
     /// The view starting at column `j` (row 0).
-    unsafe fn from_column(self, j: usize) -> Self {
+    unsafe fn starting_at_column(self, j: usize) -> Self {
         match self {
             BSource::Matrix(b) => BSource::Matrix(unsafe { b.offset(0, j) }),
             BSource::Im2col(g) => BSource::Im2col(Im2col { first_column: g.first_column + j, ..g }),
@@ -537,7 +538,7 @@ pub(crate) unsafe fn sgemm_with(
         (0..n.div_ceil(chunk)).into_par_iter().for_each(|t| {
             let j0 = t * chunk;
             let cols = chunk.min(n - j0);
-            let (b, c, e) = unsafe { (b.from_column(j0), c.offset(0, j0), epilogue.offset(0, j0, c.rs)) };
+            let (b, c, e) = unsafe { (b.starting_at_column(j0), c.offset(0, j0), epilogue.offset(0, j0, c.rs)) };
             unsafe { sgemm_serial(arch, m, cols, k, a, b, c, accumulate, e) };
         });
     }
@@ -658,7 +659,7 @@ pub(crate) unsafe fn sgemm_im2col_a(view: Im2col, columns: usize, n: usize, b: M
     let Some(arch) = arch() else { return false };
     let Some(kernel) = arch.kernel_gathered_a else { return false };
     let rows = view.channels * view.kernel[0] * view.kernel[1];
-    if columns == 0 || rows % x86::AVX2_MR != 0 || 2 * n < arch.nr {
+    if columns == 0 || !rows.is_multiple_of(x86::AVX2_MR) || 2 * n < arch.nr {
         return false;
     }
     let nr = arch.nr;
@@ -848,6 +849,7 @@ unsafe fn pack_a_block(dst: &mut [f32], a: MatRef, i0: usize, mc: usize, p0: usi
 }
 
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments, reason = "the micro-kernels share one signature, `Kernel`")]
 pub(crate) mod x86 {
     use super::{BPanel, Epilogue, Im2col, Runs};
     use std::arch::x86_64::*;
@@ -1077,7 +1079,7 @@ pub(crate) mod x86 {
                 r[i] = _mm256_fmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), _mm256_fmadd_ps(n, _mm256_set1_ps(0.693_359_4), z));
             }
             let mut q = [_mm256_set1_ps(1.383_683_5e-3); N];
-            for coefficient in [-8.374_824e-3, 4.166_822_5e-2, -1.666_642e-1, 4.999_999_1e-1, -1.0, 1.0] {
+            for coefficient in [-8.374_824e-3, 4.166_822_5e-2, -1.666_642e-1, 0.499_999_9, -1.0, 1.0] {
                 for i in 0..N {
                     q[i] = _mm256_fmadd_ps(q[i], r[i], _mm256_set1_ps(coefficient));
                 }

@@ -91,10 +91,10 @@ impl Coupling {
         if (n0, d0) != (n1, d1) {
             return Err(Error::ShapeMismatch { what: "x0 vs x1 (a coupling needs equal batches)", expected: vec![n1, d1], actual: vec![n0, d0] });
         }
-        if let Some(l) = &labels {
-            if l.dims()[0] != n1 {
-                return Err(Error::ShapeMismatch { what: "labels vs x1", expected: vec![n1], actual: l.dims().to_vec() });
-            }
+        if let Some(l) = &labels
+            && l.dims()[0] != n1
+        {
+            return Err(Error::ShapeMismatch { what: "labels vs x1", expected: vec![n1], actual: l.dims().to_vec() });
         }
         match *self {
             Coupling::Independent => Ok(CoupledBatch { x0, x1, labels }),

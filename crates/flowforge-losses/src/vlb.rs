@@ -26,6 +26,7 @@ fn per_sample_sum<const D: usize>(x: Tensor<D>) -> Tensor<1> {
 ///
 /// # Errors
 /// [`Error::ShapeMismatch`]; [`Error::SingularTime`] where the transition is undefined.
+#[allow(clippy::neg_cmp_op_on_partial_ord, reason = "`!(a > b)` is true for NaN too, which must fail the check")]
 pub fn vlb_term<S: Schedule, const D: usize>(
     path: &AffinePath<S>,
     x1: Tensor<D>,
@@ -66,6 +67,7 @@ pub fn vlb_term<S: Schedule, const D: usize>(
 /// # Errors
 /// [`Error::InvalidGrid`] unless `times` increases to exactly 1 with at least two points;
 /// the model's and [`vlb_term`]'s errors.
+#[allow(clippy::neg_cmp_op_on_partial_ord, reason = "`!(a > b)` is true for NaN too, which must fail the check")]
 pub fn ddpm_vlb<M: Model<D>, S: Schedule, const D: usize>(
     model: &M,
     path: &AffinePath<S>,

@@ -233,6 +233,7 @@ pub fn sliced_wasserstein2_along(x: &[Vec<f64>], y: &[Vec<f64>], directions: &[V
 /// # Errors
 /// [`Error::InvalidCount`] for fewer than two snapshots; [`Error::ShapeMismatch`] for
 /// snapshots of different sizes; [`Error::InvalidGrid`] for non-increasing times.
+#[allow(clippy::neg_cmp_op_on_partial_ord, reason = "`!(a > b)` is true for NaN too, which must fail the check")]
 pub fn straightness(snapshots: &[(f64, Vec<Vec<f64>>)]) -> Result<f64> {
     if snapshots.len() < 2 {
         return Err(Error::InvalidCount { name: "snapshots", value: snapshots.len() as i64, requirement: ">= 2" });

@@ -57,10 +57,10 @@ impl DitConfig {
         for (name, value) in [("in_channels", self.in_channels), ("image_size", self.image_size), ("patch_size", self.patch_size), ("hidden", self.hidden), ("depth", self.depth), ("heads", self.heads), ("mlp_ratio", self.mlp_ratio)] {
             flowforge_core::error::check::count_at_least_one(name, value)?;
         }
-        if self.image_size % self.patch_size != 0 {
+        if !self.image_size.is_multiple_of(self.patch_size) {
             return Err(Error::invalid("patch_size", self.patch_size as f64, "a divisor of image_size"));
         }
-        if self.hidden % self.heads != 0 || self.hidden % 4 != 0 {
+        if !self.hidden.is_multiple_of(self.heads) || !self.hidden.is_multiple_of(4) {
             return Err(Error::invalid("hidden", self.hidden as f64, "divisible by heads and by 4 (2-D sin-cos positions)"));
         }
         let zero = |i: usize, o: usize| {

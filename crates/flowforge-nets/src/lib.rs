@@ -143,7 +143,7 @@ impl SinusoidalEmbeddingConfig {
 
 /// A sin/cos feature count must be even and positive, and its scale positive.
 fn check_features(dim: usize, scale: f64) -> Result<()> {
-    if dim == 0 || dim % 2 != 0 {
+    if dim == 0 || !dim.is_multiple_of(2) {
         return Err(Error::InvalidCount { name: "dim", value: dim as i64, requirement: "even and >= 2" });
     }
     flowforge_core::error::check::positive("scale", scale)?;
@@ -505,10 +505,8 @@ impl Mlp {
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
             h = linear_dual(layer, h);
-            if i == 0 {
-                if let Some(bias) = &condition_bias {
-                    h = Dual::new(h.primal + bias.clone(), h.tangent);
-                }
+            if i == 0 && let Some(bias) = &condition_bias {
+                h = Dual::new(h.primal + bias.clone(), h.tangent);
             }
             if i < last {
                 h = self.activation.apply_dual(h);

@@ -164,7 +164,7 @@ impl ResBlock {
     fn new(input: usize, output: usize, emb: usize, groups: usize, device: &Device) -> Self {
         let conv3 = |i: usize, o: usize| Conv2dConfig::new([i, o], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device);
         // GroupNorm over the input needs groups dividing it; concatenated skips may not.
-        let input_groups = if input % groups == 0 { groups } else { 1 };
+        let input_groups = if input.is_multiple_of(groups) { groups } else { 1 };
         Self {
             norm1: GroupNormConfig::new(input_groups, input).init(device),
             conv1: conv3(input, output),

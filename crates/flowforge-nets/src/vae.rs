@@ -159,7 +159,7 @@ impl ConvVaeConfig {
         for (name, value) in [("in_channels", self.in_channels), ("image_size", self.image_size), ("channels", self.channels), ("latent_dim", self.latent_dim)] {
             flowforge_core::error::check::count_at_least_one(name, value)?;
         }
-        if self.image_size % 4 != 0 {
+        if !self.image_size.is_multiple_of(4) {
             return Err(Error::invalid("image_size", self.image_size as f64, "divisible by 4"));
         }
         let (c, s) = (self.channels, self.image_size / 4);

@@ -654,7 +654,7 @@ impl core::fmt::Debug for FnSchedule {
 /// Fourth-order finite-difference derivative of `f` at `t`, never leaving `[0, 1]`.
 pub(crate) fn derivative(f: &dyn Fn(f64) -> f64, t: f64) -> f64 {
     const H: f64 = 1e-3;
-    if t >= 2.0 * H && t <= 1.0 - 2.0 * H {
+    if (2.0 * H..=1.0 - 2.0 * H).contains(&t) {
         (f(t - 2.0 * H) - 8.0 * f(t - H) + 8.0 * f(t + H) - f(t + 2.0 * H)) / (12.0 * H)
     } else if t < 2.0 * H {
         (-25.0 * f(t) + 48.0 * f(t + H) - 36.0 * f(t + 2.0 * H) + 16.0 * f(t + 3.0 * H)

@@ -364,6 +364,7 @@ impl EdmStochastic {
     /// # Errors
     /// [`Error::InvalidParameter`] for negative or NaN parameters,
     /// [`Error::InconsistentParameters`] if `s_min > s_max`.
+    #[allow(clippy::neg_cmp_op_on_partial_ord, reason = "`!(a > b)` is true for NaN too, which must fail the check")]
     pub fn new(s_churn: f64, s_min: f64, s_max: f64, s_noise: f64) -> Result<Self> {
         check::non_negative("s_churn", s_churn)?;
         check::non_negative("s_min", s_min)?;

@@ -313,16 +313,14 @@ impl<M: Module + Clone> Trainer<M> {
             losses.push(value);
             if let Some(bar) = &bar {
                 bar.set_position((self.step - first) as u64);
-                if self.step % 10 == 0 || self.step == total {
+                if self.step.is_multiple_of(10) || self.step == total {
                     bar.set_message(format!("loss {value:.4}"));
                 }
             }
             observer(&StepReport { step: self.step, loss: value, learning_rate: lr }, self.model());
-            let due = self.config.checkpoint_every.is_some_and(|every| self.step % every == 0) || self.step == total;
-            if due {
-                if let Some(path) = self.save()? {
-                    last_checkpoint = Some(path);
-                }
+            let due = self.config.checkpoint_every.is_some_and(|every| self.step.is_multiple_of(every)) || self.step == total;
+            if due && let Some(path) = self.save()? {
+                last_checkpoint = Some(path);
             }
         }
         if let Some(bar) = bar {
