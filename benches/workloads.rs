@@ -7,6 +7,7 @@
 //! cargo bench --profile dev --bench workloads        # dependencies optimised, no release build
 //! cargo bench --bench workloads -- --only cfm_moons  # one workload
 //! cargo bench --bench workloads -- --seed 1          # W1/W2 with every seed shifted by 1
+//! cargo bench --bench workloads --features cuda -- --device cuda  # on another backend
 //! cargo bench --bench workloads -- --system-allocator  # without flowforge::allocator::retain_freed_memory
 //! cargo bench --bench workloads -- --caller-outside-pool  # without flowforge::threads::compute_on_calling_thread
 //! ```
@@ -349,7 +350,19 @@ fn main() -> std::process::ExitCode {
     // to pool threads while this thread sleeps).
     let computes = !args.iter().any(|a| a == "--caller-outside-pool") && flowforge::threads::compute_on_calling_thread();
     eprintln!("threads: {}", if computes { "this thread is a compute thread (flowforge::threads)" } else { "work handed to rayon's pool (defaults)" });
-    let device = flowforge::default_device();
+    // `--device NAME` runs every workload on that backend (`flowforge::device`: default, flex,
+    // ndarray, wgpu, cuda; the backend's cargo feature must be on).
+    let (backend, device) = match args.iter().position(|a| a == "--device").and_then(|i| args.get(i + 1)) {
+        Some(name) => match flowforge::device(name) {
+            Ok(device) => (name.clone(), device),
+            Err(e) => {
+                eprintln!("--device: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        None => ("default".to_string(), flowforge::default_device()),
+    };
+    eprintln!("device: {backend} ({device:?})");
     type Workload = fn(&Device) -> flowforge::Result<Fields>;
     let workloads: [(&str, Workload); 5] =
         [("gemm_peak", gemm_peak), ("cfm_moons", cfm_moons), ("ddpm_moons", ddpm_moons), ("mlp_step_micro", mlp_step_micro), ("unet_digits_step", unet_digits_step)];
@@ -361,6 +374,7 @@ fn main() -> std::process::ExitCode {
         match run(&device) {
             Ok(mut fields) => {
                 field(&mut fields, "wall_s", format!("{:.2}", start.elapsed().as_secs_f64()));
+                field(&mut fields, "device", format!("\"{backend}\""));
                 print_json(name, &fields);
             }
             Err(e) => {
