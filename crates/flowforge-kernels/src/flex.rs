@@ -528,25 +528,40 @@ pub(crate) mod kernels {
 /// Element-wise loops written so LLVM vectorises them; on x86-64 they are compiled again for
 /// AVX2 + FMA and for AVX-512 and chosen at run time (the crate itself targets baseline x86-64).
 pub(crate) mod simd {
+    /// The constants of `1 + e⁻ᶻ`, shared by [`one_plus_exp_neg`] and the AVX2 kernels'
+    /// `one_plus_exp_neg8`, so that both compute the same function.
+    pub(crate) mod exp_neg {
+        /// `z` is clamped to [`Z_MIN`, `Z_MAX`], so that `n ∈ [−126, 127]` and `2ⁿ` is normal.
+        pub(crate) const Z_MIN: f32 = -88.0;
+        /// See [`Z_MIN`].
+        pub(crate) const Z_MAX: f32 = 87.3;
+        /// `−log₂ e`: `n = round(−z·log₂ e)`.
+        pub(crate) const NEG_LOG2E: f32 = -std::f32::consts::LOG2_E;
+        /// Adding 1.5·2²³ rounds to the nearest integer in the low mantissa bits; the extra 127
+        /// is the exponent bias, so that shifting those bits into place gives 2ⁿ.
+        pub(crate) const ROUND_BIASED: f32 = 12_582_912.0 + 127.0;
+        /// Cody–Waite's two-part ln 2 (as Cephes `expf`): `r = z + n·LN2_HI + n·LN2_LO`.
+        pub(crate) const LN2_HI: f32 = 0.693_359_4;
+        /// See [`LN2_HI`].
+        pub(crate) const LN2_LO: f32 = -2.121_944_4e-4;
+        /// `q(r) ≈ e⁻ʳ` on |r| ≤ ln2/2, the degree-6 minimax polynomial for relative error,
+        /// highest degree first (Horner's order).
+        pub(crate) const POLY: [f32; 7] = [1.383_683_5e-3, -8.374_824e-3, 4.166_822_5e-2, -1.666_642e-1, 0.499_999_9, -1.0, 1.0];
+    }
+
     /// `1 + e⁻ᶻ` for f32, the sigmoid's denominator, branch-free so it vectorises: the same
     /// arithmetic as the AVX2 kernels' `one_plus_exp_neg8` (see there), with the multiply-adds
     /// left unfused (a fused one is a library call on baseline x86-64). `e⁻ᶻ = 2ⁿ·q(r)` with
-    /// `−z = n ln 2 − r`, |r| ≤ ln2/2 (Cody–Waite's two-part ln 2, as Cephes `expf`), `q` the
-    /// degree-6 minimax polynomial for `e⁻ʳ`; `z` clamped to [−88, 87.3], so `2ⁿ` is normal.
+    /// `−z = n ln 2 − r`, |r| ≤ ln2/2, constants in [`exp_neg`].
     #[inline(always)]
     fn one_plus_exp_neg(z: f32) -> f32 {
-        const LOG2E: f32 = std::f32::consts::LOG2_E;
-        const LN2_HI: f32 = 0.693_359_4;
-        const LN2_LO: f32 = -2.121_944_4e-4;
-        // Adding 1.5·2²³ rounds to the nearest integer in the low mantissa bits; the extra 127
-        // is the exponent bias, so that shifting those bits into place gives 2ⁿ.
-        const ROUND_BIASED: f32 = 12_582_912.0 + 127.0;
-        let z = z.clamp(-88.0, 87.3);
-        let t = z * -LOG2E + ROUND_BIASED;
+        use exp_neg::*;
+        let z = z.clamp(Z_MIN, Z_MAX);
+        let t = z * NEG_LOG2E + ROUND_BIASED;
         let n = t - ROUND_BIASED;
         let r = z + n * LN2_HI + n * LN2_LO;
-        let mut q = 1.383_683_5e-3f32;
-        for coefficient in [-8.374_824e-3, 4.166_822_5e-2, -1.666_642e-1, 0.499_999_9, -1.0, 1.0] {
+        let mut q = POLY[0];
+        for coefficient in &POLY[1..] {
             q = q * r + coefficient;
         }
         1.0 + q * f32::from_bits(t.to_bits() << 23)

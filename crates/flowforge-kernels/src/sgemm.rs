@@ -1056,7 +1056,7 @@ pub(crate) mod x86 {
 
     /// `1 + e⁻ᶻ` on `N` vectors of 8 lanes, the sigmoid's denominator: `e⁻ᶻ = 2ⁿ·q(r)` with
     /// `−z = n ln 2 − r`, |r| ≤ ln2/2, and `q(r) ≈ e⁻ʳ` the degree-6 minimax polynomial for
-    /// relative error (9e-8 evaluated in f32). Adding 1.5·2²³ + 127 rounds `n` into the low
+    /// relative error (9e-8 evaluated in f32; constants in `flex::simd::exp_neg`). Adding 1.5·2²³ + 127 rounds `n` into the low
     /// mantissa bits already biased, so one shift builds `2ⁿ` (no rounding or conversion
     /// instruction); `z` is clamped to [−88, 87.3], so `n ∈ [−126, 127]` and `2ⁿ` is normal.
     ///
@@ -1066,20 +1066,20 @@ pub(crate) mod x86 {
     #[inline(always)]
     unsafe fn one_plus_exp_neg8<const N: usize>(z: [__m256; N]) -> [__m256; N] {
         unsafe {
-            const ROUND_BIASED: f32 = 12_582_912.0 + 127.0;
-            let (lo, hi) = (_mm256_set1_ps(-88.0), _mm256_set1_ps(87.3));
+            use crate::flex::simd::exp_neg::*;
+            let (lo, hi) = (_mm256_set1_ps(Z_MIN), _mm256_set1_ps(Z_MAX));
             // Plain loops, not `array::map`: a closure passed to a function compiled without
             // AVX2 is not inlined.
             let mut t = [_mm256_setzero_ps(); N];
             let mut r = [_mm256_setzero_ps(); N];
             for i in 0..N {
                 let z = _mm256_min_ps(_mm256_max_ps(z[i], lo), hi);
-                t[i] = _mm256_fmadd_ps(z, _mm256_set1_ps(-std::f32::consts::LOG2_E), _mm256_set1_ps(ROUND_BIASED));
+                t[i] = _mm256_fmadd_ps(z, _mm256_set1_ps(NEG_LOG2E), _mm256_set1_ps(ROUND_BIASED));
                 let n = _mm256_sub_ps(t[i], _mm256_set1_ps(ROUND_BIASED));
-                r[i] = _mm256_fmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), _mm256_fmadd_ps(n, _mm256_set1_ps(0.693_359_4), z));
+                r[i] = _mm256_fmadd_ps(n, _mm256_set1_ps(LN2_LO), _mm256_fmadd_ps(n, _mm256_set1_ps(LN2_HI), z));
             }
-            let mut q = [_mm256_set1_ps(1.383_683_5e-3); N];
-            for coefficient in [-8.374_824e-3, 4.166_822_5e-2, -1.666_642e-1, 0.499_999_9, -1.0, 1.0] {
+            let mut q = [_mm256_set1_ps(POLY[0]); N];
+            for &coefficient in &POLY[1..] {
                 for i in 0..N {
                     q[i] = _mm256_fmadd_ps(q[i], r[i], _mm256_set1_ps(coefficient));
                 }
