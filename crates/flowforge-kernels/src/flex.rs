@@ -823,7 +823,7 @@ pub(crate) mod simd {
     /// element. With FMA and two independent vectors per iteration it runs at a third of that.
     #[cfg(target_arch = "x86_64")]
     mod avx2 {
-        use crate::sgemm::x86::sigmoid8;
+        use crate::sgemm::x86::{Lanes16, sigmoid8};
         use std::arch::x86_64::*;
 
         /// Applies `f` to `z` 16 lanes at a time (two independent vectors), the tail through
@@ -925,7 +925,6 @@ pub(crate) mod simd {
         #[target_feature(enable = "avx2,fma")]
         pub(super) unsafe fn thin_linear_silu<const K: usize>(y: *mut f32, x: *const f32, rows: usize, w: *const f32, n: usize, b: *const f32) {
             unsafe {
-                let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
                 for i in (0..rows).step_by(2) {
                     let second = i + 1 < rows;
                     let next = if second { i + 1 } else { i };
@@ -933,40 +932,22 @@ pub(crate) mod simd {
                     let xb: [__m256; K] = std::array::from_fn(|p| _mm256_set1_ps(*x.add(next * K + p)));
                     let mut j = 0;
                     while j < n {
-                        let cols = (n - j).min(16);
-                        let m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32), lane);
-                        let m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32 - 8), lane);
-                        macro_rules! load {
-                            ($p:expr) => {
-                                if cols == 16 { (_mm256_loadu_ps($p), _mm256_loadu_ps($p.add(8))) } else { (_mm256_maskload_ps($p, m0), _mm256_maskload_ps($p.add(8), m1)) }
-                            };
-                        }
-                        macro_rules! store {
-                            ($p:expr, $v0:expr, $v1:expr) => {
-                                if cols == 16 {
-                                    _mm256_storeu_ps($p, $v0);
-                                    _mm256_storeu_ps($p.add(8), $v1);
-                                } else {
-                                    _mm256_maskstore_ps($p, m0, $v0);
-                                    _mm256_maskstore_ps($p.add(8), m1, $v1);
-                                }
-                            };
-                        }
-                        let (w0, w1) = load!(w.add(j));
+                        let lanes = Lanes16::first(n - j);
+                        let (w0, w1) = lanes.load(w.add(j));
                         let mut z = [_mm256_mul_ps(xa[0], w0), _mm256_mul_ps(xa[0], w1), _mm256_mul_ps(xb[0], w0), _mm256_mul_ps(xb[0], w1)];
                         for p in 1..K {
-                            let (w0, w1) = load!(w.add(p * n + j));
+                            let (w0, w1) = lanes.load(w.add(p * n + j));
                             z[0] = _mm256_fmadd_ps(xa[p], w0, z[0]);
                             z[1] = _mm256_fmadd_ps(xa[p], w1, z[1]);
                             z[2] = _mm256_fmadd_ps(xb[p], w0, z[2]);
                             z[3] = _mm256_fmadd_ps(xb[p], w1, z[3]);
                         }
-                        let (b0, b1) = load!(b.add(j));
+                        let (b0, b1) = lanes.load(b.add(j));
                         z = [_mm256_add_ps(z[0], b0), _mm256_add_ps(z[1], b1), _mm256_add_ps(z[2], b0), _mm256_add_ps(z[3], b1)];
                         let d = crate::sgemm::x86::one_plus_exp_neg8(z);
-                        store!(y.add(i * n + j), _mm256_div_ps(z[0], d[0]), _mm256_div_ps(z[1], d[1]));
+                        lanes.store(y.add(i * n + j), _mm256_div_ps(z[0], d[0]), _mm256_div_ps(z[1], d[1]));
                         if second {
-                            store!(y.add(next * n + j), _mm256_div_ps(z[2], d[2]), _mm256_div_ps(z[3], d[3]));
+                            lanes.store(y.add(next * n + j), _mm256_div_ps(z[2], d[2]), _mm256_div_ps(z[3], d[3]));
                         }
                         j += 16;
                     }

@@ -718,7 +718,7 @@ fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 /// bytes a step, and the hardware prefetchers do not keep them ahead: on a 10,000-row A the
 /// first column sliver of each block (1/16 of the work at `n` = 256) ran at two thirds of the
 /// speed of the others, 4% of the whole product on one core. The block's rows are spread over
-/// all its tiles (at the MLP's shapes six lines per 6 × 16 × 256 tile, about 3,000 cycles).
+/// all its tiles (at the MLP's shapes seven lines per 6 × 16 × 256 tile, about 3,000 cycles).
 struct NextRows {
     /// The first element of the next block's first row at this depth block (`A[i, p0]`).
     start: *const f32,
@@ -1218,6 +1218,50 @@ pub(crate) mod x86 {
         }
     }
 
+    /// The first `cols` (at most 16) lanes of a row as two 8-lane halves: whole loads and
+    /// stores when all 16 are there, otherwise masked ones (masked lanes are neither read nor
+    /// written, and cannot fault). For the edges of a tile or of a row.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Lanes16 {
+        full: bool,
+        masks: [__m256i; 2],
+    }
+
+    impl Lanes16 {
+        #[inline(always)]
+        pub(crate) unsafe fn first(cols: usize) -> Self {
+            unsafe {
+                let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                let mask = |from: i32| _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32 - from), lane);
+                Lanes16 { full: cols >= 16, masks: [mask(0), mask(8)] }
+            }
+        }
+
+        #[inline(always)]
+        pub(crate) unsafe fn load(self, p: *const f32) -> (__m256, __m256) {
+            unsafe {
+                if self.full {
+                    (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
+                } else {
+                    (_mm256_maskload_ps(p, self.masks[0]), _mm256_maskload_ps(p.add(8), self.masks[1]))
+                }
+            }
+        }
+
+        #[inline(always)]
+        pub(crate) unsafe fn store(self, p: *mut f32, v0: __m256, v1: __m256) {
+            unsafe {
+                if self.full {
+                    _mm256_storeu_ps(p, v0);
+                    _mm256_storeu_ps(p.add(8), v1);
+                } else {
+                    _mm256_maskstore_ps(p, self.masks[0], v0);
+                    _mm256_maskstore_ps(p.add(8), self.masks[1], v1);
+                }
+            }
+        }
+    }
+
     /// The epilogue of [`kernel_body_avx2`] out of line: edge tiles and SiLU.
     #[inline(never)]
     #[target_feature(enable = "avx2,fma")]
@@ -1232,24 +1276,9 @@ pub(crate) mod x86 {
     #[inline(always)]
     unsafe fn store_tile<const MR: usize, const FULL_PLAIN: bool>(acc: &[[__m256; 2]; MR], c: *mut f32, rsc: usize, accumulate: bool, epi: Epilogue, rows: usize, cols: usize) {
         unsafe {
-            // Lane masks of the two 8-lane halves for an edge tile (masked lanes are neither
-            // read nor written, and cannot fault).
-            let full = FULL_PLAIN || cols >= 16;
-            let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-            let m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32), lane);
-            let m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols as i32 - 8), lane);
-            let load = |p: *const f32| {
-                if full { (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))) } else { (_mm256_maskload_ps(p, m0), _mm256_maskload_ps(p.add(8), m1)) }
-            };
-            let store = |p: *mut f32, v0: __m256, v1: __m256| {
-                if full {
-                    _mm256_storeu_ps(p, v0);
-                    _mm256_storeu_ps(p.add(8), v1);
-                } else {
-                    _mm256_maskstore_ps(p, m0, v0);
-                    _mm256_maskstore_ps(p.add(8), m1, v1);
-                }
-            };
+            let lanes = Lanes16::first(if FULL_PLAIN { 16 } else { cols });
+            let load = |p: *const f32| lanes.load(p);
+            let store = |p: *mut f32, v0: __m256, v1: __m256| lanes.store(p, v0, v1);
             let y = if FULL_PLAIN { std::ptr::null_mut() } else { epi.silu };
             // The tile's row `i` plus what the epilogue adds before the activation: C, the
             // column bias, the row bias. A macro, not a closure: a closure big enough to stay out
