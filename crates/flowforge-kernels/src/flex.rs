@@ -1,7 +1,7 @@
 //! The fused linear layer as a burn backend extension: host kernels on burn-flex's f32 buffers
-//! (GEMMs by our AVX-512 micro-kernel in [`crate::sgemm`] where the CPU has AVX-512, otherwise by
-//! the `gemm` crate, the library burn-flex itself calls), and a hand-written backward for
-//! `Autodiff<B>`.
+//! (GEMMs by the crate's own AVX-512 or AVX2 + FMA micro-kernels where the CPU has them, otherwise
+//! by the `gemm` crate, the library burn-flex itself calls; thin products by streaming loops), and
+//! a hand-written backward for `Autodiff<B>`.
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
