@@ -724,8 +724,8 @@ struct NextRows {
     start: *const f32,
     row_stride: usize,
     rows: usize,
-    /// The depth block's width `kc`: each row is `⌈kc/16⌉ + 1` lines apart, the last at its
-    /// final element (a row need not start on a line).
+    /// The depth block's width `kc`: each row is prefetched at `⌈kc/16⌉ + 1` addresses, 16
+    /// floats apart and the last at its final element (a row need not start on a line).
     kc: usize,
     per_tile: usize,
     row: usize,
