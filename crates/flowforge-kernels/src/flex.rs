@@ -48,6 +48,15 @@ pub trait FusedLinearBackend: Backend {
         Self::float_mul(grad, Self::float_mul(s, d))
     }
 
+    /// `silu(x·W₁ + b₁)·W₂ + b₂`, a SiLU layer and the linear layer after it (an MLP's last two
+    /// layers); `x` `[m, k]`, `w1` `[k, n]`, `b1` `[n]`, `w2` `[n, p]`, `b2` `[p]` → `[m, p]`.
+    /// Where a backend fuses it, the hidden activations are read back from cache, not memory.
+    /// No backward of its own: training goes through the two layers.
+    fn fused_linear_silu_linear(x: FloatTensor<Self>, w1: FloatTensor<Self>, b1: FloatTensor<Self>, w2: FloatTensor<Self>, b2: FloatTensor<Self>) -> FloatTensor<Self> {
+        let h = Self::fused_linear(x, w1, b1, true);
+        Self::fused_linear(h, w2, b2, false)
+    }
+
     /// `(∂x, ∂W, ∂b)` from the output gradient `grad`. With `silu`, `output` and `sigmoid` are
     /// the forward's `y = silu(z)` and `σ(z)`, and `∂z = grad·(σ + y(1 − σ))`; without, they
     /// are not read.
@@ -104,6 +113,16 @@ pub(crate) fn linear(x: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>, activatio
     Tensor::from_dispatch(<burn::backend::Dispatch as FusedLinearBackend>::fused_linear(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), silu))
 }
 
+pub(crate) fn linear_silu_linear(x: Tensor<2>, w1: Tensor<2>, b1: Tensor<1>, w2: Tensor<2>, b2: Tensor<1>) -> Tensor<2> {
+    Tensor::from_dispatch(<burn::backend::Dispatch as FusedLinearBackend>::fused_linear_silu_linear(
+        x.into_dispatch(),
+        w1.into_dispatch(),
+        b1.into_dispatch(),
+        w2.into_dispatch(),
+        b2.into_dispatch(),
+    ))
+}
+
 impl FusedLinearBackend for Flex {
     fn fused_linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, silu: bool) -> FlexTensor {
         let (m, k, n) = dims(&x, &weight);
@@ -115,6 +134,13 @@ impl FusedLinearBackend for Flex {
         let (m, k, n) = dims(&x, &weight);
         let (y, s) = kernels::linear_forward(&f32_data(&x), &f32_data(&weight), &f32_data(&bias), m, k, n, true, true);
         (from_vec(y, m, n), from_vec(s.expect("asked for the sigmoid"), m, n))
+    }
+
+    fn fused_linear_silu_linear(x: FlexTensor, w1: FlexTensor, b1: FlexTensor, w2: FlexTensor, b2: FlexTensor) -> FlexTensor {
+        let (m, k, n) = dims(&x, &w1);
+        let outputs = w2.layout().shape()[1];
+        let y = kernels::linear_silu_linear_forward(&f32_data(&x), (&f32_data(&w1), &f32_data(&b1)), (&f32_data(&w2), &f32_data(&b2)), (m, k, n, outputs));
+        from_vec(y, m, outputs)
     }
 
     fn fused_silu(x: FlexTensor) -> FlexTensor {
@@ -471,6 +497,41 @@ pub(crate) mod kernels {
         }
         silu_in_place(&mut z);
         (z, None)
+    }
+
+    /// `y = silu(x·W₁ + b₁)·W₂ + b₂`, `(m, k, n, p)` the batch and the three widths.
+    ///
+    /// Where [`linear_forward`] would run the hidden layer through our GEMM and the second layer
+    /// is thin (`p ≤ 4`, the dot-product loop of [`crate::thin`]), that loop runs as the GEMM's
+    /// [`crate::sgemm::Head`] on each finished row block, while the block is in L2, instead of a
+    /// second pass over the whole hidden output. Otherwise the two layers run one after the
+    /// other. Either way the arithmetic, and so every bit of `y`, is the same.
+    pub(super) fn linear_silu_linear_forward(x: &[f32], (w1, b1): (&[f32], &[f32]), (w2, b2): (&[f32], &[f32]), (m, k, n, p): (usize, usize, usize, usize)) -> Vec<f32> {
+        assert!(x.len() >= m * k && w1.len() >= k * n && b1.len() >= n && w2.len() >= n * p && b2.len() >= p);
+        let hidden_by_gemm = !(k <= crate::thin::THIN && n >= 8) && crate::sgemm::serves(m, n);
+        if hidden_by_gemm && (1..=crate::thin::THIN).contains(&p) && n > 0 {
+            // The second layer's columns contiguous (the dot-product loop's B), its output rows
+            // holding the bias, which the loop accumulates onto (as `affine` does).
+            let columns: Vec<f32> = (0..p).flat_map(|o| (0..n).map(move |j| w2[j * p + o])).collect();
+            let mut y = Vec::with_capacity(m * p);
+            for _ in 0..m {
+                y.extend_from_slice(&b2[..p]);
+            }
+            let mut h = Vec::<f32>::with_capacity(m * n);
+            let hp = h.as_mut_ptr();
+            let threads = if m * n >= EPILOGUE_PARALLEL { rayon::current_num_threads() } else { thread_count(parallelism(m, n, k)) };
+            let epilogue = crate::sgemm::Epilogue { bias: b1.as_ptr(), row_bias: std::ptr::null(), silu: hp };
+            let head = crate::sgemm::Head { weight: columns.as_ptr(), cols: p, out: y.as_mut_ptr() };
+            let lhs = crate::sgemm::MatRef { ptr: x.as_ptr(), rs: k, cs: 1 };
+            let rhs = crate::sgemm::MatRef { ptr: w1.as_ptr(), rs: n, cs: 1 };
+            // SAFETY: x is m×k, w1 k×n, b1 n (asserted); h has room for m×n, every element of
+            // which sgemm writes (`accumulate` false) before the head reads it; the head's
+            // columns are p×n and y holds m×p.
+            unsafe { crate::sgemm::sgemm_with_head(m, n, k, lhs, rhs, hp, n, false, epilogue, Some(head), threads) };
+            return y;
+        }
+        let (h, _) = linear_forward(x, w1, b1, m, k, n, true, false);
+        linear_forward(&h, w2, b2, m, n, p, false, false).0
     }
 
     /// `(∂x, ∂W, ∂b) = (∂z·Wᵀ, xᵀ·∂z, 1ᵀ∂z)`, the transposes read through strides.
@@ -1149,6 +1210,44 @@ pub(crate) mod simd {
                         // SAFETY: x is m × k, w k × n, b and gemm hold n and m × n floats.
                         unsafe { crate::sgemm::sgemm_with(m, n, k, a, wm, gemm.as_mut_ptr(), n, false, epilogue, 1) };
                         assert!(y.iter().zip(&gemm).all(|(a, b)| a.to_bits() == b.to_bits()), "k {k} {m}×{n}: not the GEMM's bits");
+                    }
+                }
+            }
+        }
+
+        /// A SiLU layer and a thin layer (1–4 outputs) with the thin layer as the GEMM's head:
+        /// against f64, and bit for bit against the two layers run one after the other. Row
+        /// counts end mid-block and mid-tile; the large ones split across threads. Five outputs
+        /// (not fused) and a thin-depth hidden layer (not the GEMM) take the two-layer path.
+        #[test]
+        fn linear_silu_linear_is_the_two_layers_bit_for_bit() {
+            use crate::flex::kernels::{linear_forward, linear_silu_linear_forward};
+            let value = |i: usize, scale: f32| ((i as f32 * 0.618).fract() - 0.5) * scale;
+            for (m, k, n) in [(7, 16, 16), (121, 64, 40), (1000, 256, 256), (4099, 32, 72), (50, 3, 64)] {
+                for p in 1..=5 {
+                    let x: Vec<f32> = (0..m * k).map(|i| value(i, 4.0)).collect();
+                    let w1: Vec<f32> = (0..k * n).map(|i| value(i + 5, 0.5)).collect();
+                    let b1: Vec<f32> = (0..n).map(|i| value(i + 3, 1.0)).collect();
+                    let w2: Vec<f32> = (0..n * p).map(|i| value(i + 11, 0.5)).collect();
+                    let b2: Vec<f32> = (0..p).map(|i| value(i + 2, 1.0)).collect();
+                    let fused = linear_silu_linear_forward(&x, (&w1, &b1), (&w2, &b2), (m, k, n, p));
+                    let (h, _) = linear_forward(&x, &w1, &b1, m, k, n, true, false);
+                    let (two, _) = linear_forward(&h, &w2, &b2, m, n, p, false, false);
+                    assert_eq!(fused.len(), m * p);
+                    assert!(fused.iter().zip(&two).all(|(a, b)| a.to_bits() == b.to_bits()), "{m}×{k}×{n}×{p}: not the two layers' bits");
+                    for i in (0..m).step_by(m / 7 + 1).chain([m - 1]) {
+                        let hidden: Vec<f64> = (0..n)
+                            .map(|j| {
+                                let z = (0..k).map(|q| f64::from(x[i * k + q]) * f64::from(w1[q * n + j])).sum::<f64>() + f64::from(b1[j]);
+                                z / (1.0 + (-z).exp())
+                            })
+                            .collect();
+                        for o in 0..p {
+                            let terms = hidden.iter().enumerate().map(|(j, h)| h * f64::from(w2[j * p + o]));
+                            let (want, size) = terms.fold((f64::from(b2[o]), 1.0), |(s, a), t| (s + t, a + t.abs()));
+                            let got = f64::from(fused[i * p + o]);
+                            assert!((got - want).abs() < 1e-5 * size, "{m}×{k}×{n}×{p} ({i}, {o}): {got} vs {want}");
+                        }
                     }
                 }
             }

@@ -71,6 +71,35 @@ pub fn linear(x: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>, activati
     Ok(linear_reference(x, weight, bias, activation))
 }
 
+/// `silu(x·W₁ + b₁)·W₂ + b₂`: a SiLU layer and the linear layer after it, as an MLP ends.
+///
+/// The same values, bit for bit, as [`linear`] twice (SiLU, then identity). On plain burn-flex
+/// (no autodiff) with a thin second layer (at most 4 outputs, a 2-D velocity or noise), the
+/// second layer runs on each block of rows of the hidden output as soon as the GEMM has
+/// finished it, reading it from cache instead of memory; elsewhere the two layers run one after
+/// the other.
+///
+/// # Shapes
+/// `x`: `[batch, in]`, `w1`: `[in, hidden]`, `b1`: `[hidden]`, `w2`: `[hidden, out]`, `b2`:
+/// `[out]` → `[batch, out]`.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] as [`linear`], for either layer.
+pub fn linear_silu_linear(x: Tensor<2>, w1: Tensor<2>, b1: Option<Tensor<1>>, w2: Tensor<2>, b2: Option<Tensor<1>>) -> Result<Tensor<2>> {
+    #[cfg(feature = "flex")]
+    if let (Some(b1), Some(b2)) = (&b1, &b2) {
+        let parts = [(x.device(), x.dtype()), (w1.device(), w1.dtype()), (b1.device(), b1.dtype()), (w2.device(), w2.dtype()), (b2.device(), b2.dtype())];
+        let plain = parts.iter().all(|(device, dtype)| flex::is_plain_flex(device) && *dtype == burn::tensor::DType::F32);
+        // Mismatched shapes take the two-layer path below, which reports them.
+        let (width, [rows, hidden], [rows2, out]) = (x.dims()[1], w1.dims(), w2.dims());
+        if plain && width == rows && rows2 == hidden && b1.dims() == [hidden] && b2.dims() == [out] {
+            return Ok(flex::linear_silu_linear(x, w1, b1.clone(), w2, b2.clone()));
+        }
+    }
+    let h = linear(x, w1, b1, FusedActivation::Silu)?;
+    linear(h, w2, b2, FusedActivation::Identity)
+}
+
 /// [`linear`] with plain burn ops (any backend): the definition the fused kernels must match.
 ///
 /// # Shapes
@@ -475,6 +504,34 @@ mod tests {
                 let scale = 1.0 + db_p.clone().abs().max().into_scalar::<f64>();
                 assert!(max_abs_diff(db_f.unsqueeze_dim(0), db_p.unsqueeze_dim(0)) < 1e-5 * scale, "db {act:?}");
             }
+        }
+    }
+
+    /// The two-layer call: bit for bit the two `linear` calls on plain flex (fused there at
+    /// these shapes), and the same with a bias missing or on an autodiff device (which take
+    /// the two-layer path); each layer's shape errors are reported.
+    #[test]
+    fn linear_silu_linear_is_two_linear_calls() {
+        let bits = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for d in [device(), device().autodiff()] {
+            d.seed(5);
+            let x = Tensor::<2>::random([1000, 3], Distribution::Normal(0.0, 2.0), &d);
+            let w0 = Tensor::<2>::random([3, 64], Distribution::Normal(0.0, 0.5), &d);
+            let w1 = Tensor::<2>::random([64, 64], Distribution::Normal(0.0, 0.2), &d);
+            let b1 = Tensor::<1>::random([64], Distribution::Normal(0.0, 1.0), &d);
+            let w2 = Tensor::<2>::random([64, 2], Distribution::Normal(0.0, 0.2), &d);
+            let b2 = Tensor::<1>::random([2], Distribution::Normal(0.0, 1.0), &d);
+            let h = linear(x, w0, Some(b1.clone()), FusedActivation::Silu).unwrap();
+            for (b1, b2) in [(Some(b1.clone()), Some(b2.clone())), (None, Some(b2)), (Some(b1), None)] {
+                let both = linear_silu_linear(h.clone(), w1.clone(), b1.clone(), w2.clone(), b2.clone()).unwrap();
+                let two = linear(linear(h.clone(), w1.clone(), b1, FusedActivation::Silu).unwrap(), w2.clone(), b2, FusedActivation::Identity).unwrap();
+                assert_eq!(both.dims(), [1000, 2]);
+                assert_eq!(bits(both), bits(two));
+            }
+            let wrong = Tensor::<2>::zeros([63, 2], &d);
+            assert!(matches!(linear_silu_linear(h.clone(), w1.clone(), None, wrong, None), Err(Error::ShapeMismatch { what: "linear input vs weight rows", .. })));
+            let short = Tensor::<1>::zeros([3], &d);
+            assert!(matches!(linear_silu_linear(h, w1, None, w2, Some(short)), Err(Error::ShapeMismatch { what: "linear bias", .. })));
         }
     }
 

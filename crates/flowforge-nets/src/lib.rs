@@ -456,6 +456,13 @@ impl Mlp {
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
             let extra_bias = if i == 0 { condition_bias.as_ref() } else { None };
+            // The last SiLU layer and the output layer in one call: on flex the output layer
+            // then reads each block of hidden rows from cache, as soon as it is finished.
+            if i + 1 == last && self.activation == Activation::Silu && extra_bias.is_none() {
+                let out = &self.layers[last];
+                let bias = |l: &Linear| l.bias.as_ref().map(Param::val);
+                return flowforge_kernels::linear_silu_linear(h, layer.weight.val(), bias(layer), out.weight.val(), bias(out));
+            }
             let fused = match (i < last, self.activation) {
                 (false, _) => Some(FusedActivation::Identity),
                 (true, Activation::Silu) => Some(FusedActivation::Silu),
