@@ -7,7 +7,7 @@
 //! cargo bench --profile dev --bench workloads        # dependencies optimised, no release build
 //! cargo bench --bench workloads -- --only cfm_moons  # one workload
 //! cargo bench --bench workloads -- --seed 1          # W1/W2 with every seed shifted by 1
-//! cargo bench --bench workloads --features cuda -- --device cuda  # on another backend
+//! cargo bench --bench workloads --features wgpu -- --device wgpu  # on another backend (cuda needs the network to build)
 //! cargo bench --bench workloads -- --system-allocator  # without flowforge::allocator::retain_freed_memory
 //! cargo bench --bench workloads -- --caller-outside-pool  # without flowforge::threads::compute_on_calling_thread
 //! ```

@@ -145,9 +145,20 @@ pub fn load_digits_csv(path: impl AsRef<Path>) -> Result<ImageSet> {
     Ok(ImageSet { pixels, labels, rows: 8, cols: 8, max_level: 16, classes: 10 })
 }
 
-/// The repository's `data/` folder.
+/// The folder of the bundled data sets: `$FLOWFORGE_DATA_DIR` where it is set and not empty,
+/// else the repository's `data/` folder as it lay when this crate was compiled.
+///
+/// The override serves a binary run away from the checkout that built it (copied to another
+/// machine, or built from a clone that has since moved).
 pub fn bundled_data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data")
+    data_dir(std::env::var_os("FLOWFORGE_DATA_DIR"))
+}
+
+fn data_dir(overridden: Option<std::ffi::OsString>) -> PathBuf {
+    match overridden.filter(|dir| !dir.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data"),
+    }
 }
 
 /// The 10,000 MNIST digits shipped in `data/mnist-10k`.
@@ -259,6 +270,14 @@ mod tests {
         let path = std::env::temp_dir().join(format!("flowforge-idx-{name}-{}", std::process::id()));
         std::fs::write(&path, bytes).unwrap();
         path
+    }
+
+    #[test]
+    fn the_data_folder_can_be_overridden() {
+        assert_eq!(data_dir(Some("/elsewhere/data".into())), PathBuf::from("/elsewhere/data"));
+        let compiled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data");
+        assert_eq!(data_dir(Some("".into())), compiled);
+        assert_eq!(data_dir(None), compiled);
     }
 
     #[test]
