@@ -478,7 +478,7 @@ pub(crate) mod kernels {
             // SAFETY: x is m×k, w is k×n, b has n entries (asserted); z (and y) have room for m×n
             // and, with `accumulate` false, sgemm writes every element of them before any read.
             unsafe {
-                crate::sgemm::sgemm_with(m, n, k, lhs, rhs, zp, n, false, epilogue, threads);
+                crate::sgemm::sgemm_with(m, n, k, lhs, rhs, zp, n, false, epilogue, None, threads);
                 z.set_len(m * n);
                 if silu && keep_pre {
                     y.set_len(m * n);
@@ -527,7 +527,7 @@ pub(crate) mod kernels {
             // SAFETY: x is m×k, w1 k×n, b1 n (asserted); h has room for m×n, every element of
             // which sgemm writes (`accumulate` false) before the head reads it; the head's
             // columns are p×n and y holds m×p.
-            unsafe { crate::sgemm::sgemm_with_head(m, n, k, lhs, rhs, hp, n, false, epilogue, Some(head), threads) };
+            unsafe { crate::sgemm::sgemm_with(m, n, k, lhs, rhs, hp, n, false, epilogue, Some(head), threads) };
             return y;
         }
         let (h, _) = linear_forward(x, w1, b1, m, k, n, true, false);
@@ -1208,7 +1208,7 @@ pub(crate) mod simd {
                         let epilogue = crate::sgemm::Epilogue { bias: b.as_ptr(), row_bias: std::ptr::null(), silu: gemm.as_mut_ptr() };
                         let (a, wm) = (crate::sgemm::MatRef { ptr: x.as_ptr(), rs: k, cs: 1 }, crate::sgemm::MatRef { ptr: w.as_ptr(), rs: n, cs: 1 });
                         // SAFETY: x is m × k, w k × n, b and gemm hold n and m × n floats.
-                        unsafe { crate::sgemm::sgemm_with(m, n, k, a, wm, gemm.as_mut_ptr(), n, false, epilogue, 1) };
+                        unsafe { crate::sgemm::sgemm_with(m, n, k, a, wm, gemm.as_mut_ptr(), n, false, epilogue, None, 1) };
                         assert!(y.iter().zip(&gemm).all(|(a, b)| a.to_bits() == b.to_bits()), "k {k} {m}×{n}: not the GEMM's bits");
                     }
                 }

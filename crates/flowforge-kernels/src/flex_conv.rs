@@ -513,10 +513,10 @@ mod kernels {
                 let planes = planes.map(|p| (&p[first * channels..(first + images) * channels], scratch));
                 let b = BSource::Im2col(pad_images(x, images, channels, size, padding, kernel, planes, padded));
                 if images == 1 {
-                    unsafe { crate::sgemm::sgemm_with(co, columns, k, a, b, dst, plane, false, epilogue, threads) };
+                    unsafe { crate::sgemm::sgemm_with(co, columns, k, a, b, dst, plane, false, epilogue, None, threads) };
                     return;
                 }
-                unsafe { crate::sgemm::sgemm_with(co, columns, k, a, b, product.as_mut_ptr(), columns, false, epilogue, threads) };
+                unsafe { crate::sgemm::sgemm_with(co, columns, k, a, b, product.as_mut_ptr(), columns, false, epilogue, None, threads) };
                 // `[C_out, images·P]` to `[images, C_out, P]`.
                 // SAFETY: this task's images: `images·C_out·P` floats from `dst`.
                 let dst = unsafe { std::slice::from_raw_parts_mut(dst, images * co * plane) };

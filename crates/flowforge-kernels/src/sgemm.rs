@@ -485,37 +485,19 @@ thread_local! {
 /// in bounds, and C must not overlap A or B.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: *mut f32, ldc: usize, accumulate: bool, threads: usize) {
-    unsafe { sgemm_with(m, n, k, a, b, c, ldc, accumulate, Epilogue::NONE, threads) }
+    unsafe { sgemm_with(m, n, k, a, b, c, ldc, accumulate, Epilogue::NONE, None, threads) }
 }
 
-/// [`sgemm`] with an [`Epilogue`] (bias, SiLU) applied to each finished element in registers.
-/// With `accumulate` false, C may be uninitialised memory: every element is written, never read.
+/// [`sgemm`] with an [`Epilogue`] (bias, SiLU) applied to each finished element in registers,
+/// then, with a [`Head`], that head applied to each finished row block of the epilogue's output
+/// (C is then split across threads by rows only). With `accumulate` false, C may be
+/// uninitialised memory: every element is written, never read.
 ///
 /// # Safety
-/// As [`sgemm`]; the bias must hold `n` floats and the SiLU output C's shape and stride.
+/// As [`sgemm`]; the bias must hold `n` floats and the SiLU output C's shape and stride; a
+/// head's weight must hold `cols × n` floats and its output `m × cols`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn sgemm_with(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: MatRef,
-    b: impl Into<BSource>,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-    epilogue: Epilogue,
-    threads: usize,
-) {
-    unsafe { sgemm_with_head(m, n, k, a, b, c, ldc, accumulate, epilogue, None, threads) }
-}
-
-/// [`sgemm_with`], then a [`Head`] applied to each finished row block of the epilogue's
-/// output. With a head, C is split across threads by rows only.
-///
-/// # Safety
-/// As [`sgemm_with`]; the head's weight must hold `cols × n` floats and its output `m × cols`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn sgemm_with_head(
     m: usize,
     n: usize,
     k: usize,
@@ -1797,6 +1779,7 @@ pub(crate) mod tests {
                             n,
                             false,
                             epilogue,
+                            None,
                             threads,
                         )
                     };
@@ -1922,7 +1905,7 @@ pub(crate) mod tests {
             for threads in [1, 2] {
                 let mut got = vec![f32::NAN; co * n];
                 // SAFETY: the weight is co × k row-major, C is co × n, the view reads inside x.
-                unsafe { sgemm_with(co, n, k, MatRef { ptr: weight.as_ptr(), rs: k, cs: 1 }, BSource::Im2col(g), got.as_mut_ptr(), n, false, Epilogue::NONE, threads) };
+                unsafe { sgemm_with(co, n, k, MatRef { ptr: weight.as_ptr(), rs: k, cs: 1 }, BSource::Im2col(g), got.as_mut_ptr(), n, false, Epilogue::NONE, None, threads) };
                 for o in 0..co {
                     for q in 0..n {
                         let (img, oy, ox) = (q / (out[0] * out[1]), (q / out[1]) % out[0], q % out[1]);
