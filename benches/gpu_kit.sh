@@ -6,6 +6,8 @@
 # - the cross-backend test (tests/backends.rs) and the workloads bench (benches/workloads.rs),
 #   built here with the `wgpu` feature (CI's feature set: nothing of burn is rebuilt), stripped
 #   and xz-compressed (about 10 MB each);
+# - the kernels' unit tests (flowforge-kernels, `flex`): that machine's CPU may have AVX-512,
+#   whose micro-kernels no CI machine runs;
 # - Debian's Vulkan loader (libvulkan1), which wgpu opens and the NVIDIA driver's ICD plugs into.
 #
 # Then, with the device tool: carry [".gpu"], command `bash benches/gpu_run.sh`.
@@ -21,7 +23,8 @@ mkdir -p "$kit/deb"
 executable() { sed -n 's/^ *Executable .* (\(.*\))$/\1/p' | tail -1; }
 backends=$(cargo test --features wgpu --test backends --no-run 2>&1 | tee /dev/stderr | executable)
 workloads=$(cargo bench --profile dev --bench workloads --features wgpu --no-run 2>&1 | tee /dev/stderr | executable)
-for pair in "backends:$backends" "workloads:$workloads"; do
+kernels=$(cargo test -p flowforge-kernels --features flex --lib --no-run 2>&1 | tee /dev/stderr | executable)
+for pair in "backends:$backends" "workloads:$workloads" "kernels:$kernels"; do
     name=${pair%%:*}
     strip -o "$kit/$name" "${pair#*:}"
     xz -T0 -6 "$kit/$name"
