@@ -436,6 +436,18 @@ pub(crate) mod kernels {
         z
     }
 
+    /// Whether a SiLU layer of depth `k` and width `n` runs as the thin-depth loop
+    /// ([`simd::thin_linear_silu`]) rather than through the GEMM, in inference.
+    fn thin_depth_silu(k: usize, n: usize) -> bool {
+        k <= crate::thin::THIN && n >= 8
+    }
+
+    /// The threads a layer's GEMM runs on: all of them for a SiLU epilogue over a large output
+    /// (its `exp`s are work of their own), else as the product's size decides.
+    fn gemm_threads(m: usize, n: usize, k: usize, silu: bool) -> usize {
+        if silu && m * n >= EPILOGUE_PARALLEL { rayon::current_num_threads() } else { thread_count(parallelism(m, n, k)) }
+    }
+
     /// `y = act(x·W + b)`, and with `keep_pre` (SiLU only) also `σ(z)`, `z = x·W + b`:
     /// `(y, Some(σ(z)))`, what the backward reads.
     ///
@@ -446,7 +458,7 @@ pub(crate) mod kernels {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn linear_forward(x: &[f32], w: &[f32], b: &[f32], m: usize, k: usize, n: usize, silu: bool, keep_pre: bool) -> (Vec<f32>, Option<Vec<f32>>) {
         assert!(x.len() >= m * k && w.len() >= k * n && b.len() >= n);
-        if silu && !keep_pre && k <= crate::thin::THIN && n >= 8 {
+        if silu && !keep_pre && thin_depth_silu(k, n) {
             let mut y = Vec::<f32>::with_capacity(m * n);
             let rows = (CHUNK / n).max(2).next_multiple_of(2);
             let run = |(t, y): (usize, &mut [std::mem::MaybeUninit<f32>])| simd::thin_linear_silu(y, &x[t * rows * k..], k, &w[..k * n], &b[..n]);
@@ -459,8 +471,7 @@ pub(crate) mod kernels {
             }
         }
         if crate::sgemm::serves(m, n) {
-            let silu_heavy = silu && m * n >= EPILOGUE_PARALLEL;
-            let threads = if silu_heavy { rayon::current_num_threads() } else { thread_count(parallelism(m, n, k)) };
+            let threads = gemm_threads(m, n, k, silu);
             let mut z = Vec::<f32>::with_capacity(m * n);
             let mut y = if silu && keep_pre { Vec::<f32>::with_capacity(m * n) } else { Vec::new() };
             let zp = z.as_mut_ptr();
@@ -508,8 +519,8 @@ pub(crate) mod kernels {
     /// other. Either way the arithmetic, and so every bit of `y`, is the same.
     pub(super) fn linear_silu_linear_forward(x: &[f32], (w1, b1): (&[f32], &[f32]), (w2, b2): (&[f32], &[f32]), (m, k, n, p): (usize, usize, usize, usize)) -> Vec<f32> {
         assert!(x.len() >= m * k && w1.len() >= k * n && b1.len() >= n && w2.len() >= n * p && b2.len() >= p);
-        let hidden_by_gemm = !(k <= crate::thin::THIN && n >= 8) && crate::sgemm::serves(m, n);
-        if hidden_by_gemm && (1..=crate::thin::THIN).contains(&p) && n > 0 {
+        let hidden_by_gemm = !thin_depth_silu(k, n) && crate::sgemm::serves(m, n);
+        if hidden_by_gemm && (1..=crate::thin::THIN).contains(&p) {
             // The second layer's columns contiguous (the dot-product loop's B), its output rows
             // holding the bias, which the loop accumulates onto (as `affine` does).
             let columns: Vec<f32> = (0..p).flat_map(|o| (0..n).map(move |j| w2[j * p + o])).collect();
@@ -519,7 +530,7 @@ pub(crate) mod kernels {
             }
             let mut h = Vec::<f32>::with_capacity(m * n);
             let hp = h.as_mut_ptr();
-            let threads = if m * n >= EPILOGUE_PARALLEL { rayon::current_num_threads() } else { thread_count(parallelism(m, n, k)) };
+            let threads = gemm_threads(m, n, k, true);
             let epilogue = crate::sgemm::Epilogue { bias: b1.as_ptr(), row_bias: std::ptr::null(), silu: hp };
             let head = crate::sgemm::Head { weight: columns.as_ptr(), cols: p, out: y.as_mut_ptr() };
             let lhs = crate::sgemm::MatRef { ptr: x.as_ptr(), rs: k, cs: 1 };
