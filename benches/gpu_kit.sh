@@ -10,6 +10,8 @@
 #   whose micro-kernels no CI machine runs;
 # - Debian's Vulkan loader (libvulkan1), which wgpu opens and the NVIDIA driver's ICD plugs into.
 #
+# The binaries need glibc 2.35 or newer there (built on Debian 12; checked with objdump -T).
+#
 # Then, with the device tool: carry [".gpu"], command `bash benches/gpu_run.sh`.
 #
 # Why wgpu and not `--features cuda`: burn 0.22.1's CUDA backend (cubecl-cuda 0.11.3) builds
