@@ -428,11 +428,17 @@ pub(crate) mod kernels {
 
     /// `z = x·W + b`: the bias rows first, then one GEMM accumulating into them.
     pub(super) fn affine(x: &[f32], w: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-        let mut z = Vec::with_capacity(m * n);
+        let mut z = bias_rows(&b[..n], m);
+        gemm_into(&mut z, true, (m, n, k), x, (k, 1), w, (n, 1));
+        z
+    }
+
+    /// `m` copies of the bias row `b`: the output a GEMM then accumulates onto.
+    fn bias_rows(b: &[f32], m: usize) -> Vec<f32> {
+        let mut z = Vec::with_capacity(m * b.len());
         for _ in 0..m {
             z.extend_from_slice(b);
         }
-        gemm_into(&mut z, true, (m, n, k), x, (k, 1), w, (n, 1));
         z
     }
 
@@ -523,11 +529,8 @@ pub(crate) mod kernels {
         if hidden_by_gemm && (1..=crate::thin::THIN).contains(&p) {
             // The second layer's columns contiguous (the dot-product loop's B), its output rows
             // holding the bias, which the loop accumulates onto (as `affine` does).
-            let columns: Vec<f32> = (0..p).flat_map(|o| (0..n).map(move |j| w2[j * p + o])).collect();
-            let mut y = Vec::with_capacity(m * p);
-            for _ in 0..m {
-                y.extend_from_slice(&b2[..p]);
-            }
+            let columns = crate::thin::pack(w2, (1, p), p, n);
+            let mut y = bias_rows(&b2[..p], m);
             let mut h = Vec::<f32>::with_capacity(m * n);
             let hp = h.as_mut_ptr();
             let threads = gemm_threads(m, n, k, true);

@@ -89,7 +89,7 @@ pub fn linear_silu_linear(x: Tensor<2>, w1: Tensor<2>, b1: Option<Tensor<1>>, w2
     #[cfg(feature = "flex")]
     if let (Some(b1), Some(b2)) = (&b1, &b2) {
         let parts = [(x.device(), x.dtype()), (w1.device(), w1.dtype()), (b1.device(), b1.dtype()), (w2.device(), w2.dtype()), (b2.device(), b2.dtype())];
-        let plain = parts.iter().all(|(device, dtype)| flex::is_plain_flex(device) && *dtype == burn::tensor::DType::F32);
+        let plain = flex::all_flex_f32(&parts) && parts.iter().all(|(device, _)| flex::is_plain_flex(device));
         // Mismatched shapes take the two-layer path below, which reports them.
         let (width, [rows, hidden], [rows2, out]) = (x.dims()[1], w1.dims(), w2.dims());
         if plain && width == rows && rows2 == hidden && b1.dims() == [hidden] && b2.dims() == [out] {

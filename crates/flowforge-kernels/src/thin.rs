@@ -133,7 +133,7 @@ fn by_rows(parallel: bool, c: &mut [f32], n: usize, rows_per_block: usize, f: im
 }
 
 /// The `rows × cols` matrix `M[r, s] = x[r·rs + s·cs]`, row-major.
-fn pack(x: &[f32], (rs, cs): (usize, usize), rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn pack(x: &[f32], (rs, cs): (usize, usize), rows: usize, cols: usize) -> Vec<f32> {
     (0..rows).flat_map(|r| (0..cols).map(move |s| x[r * rs + s * cs])).collect()
 }
 
