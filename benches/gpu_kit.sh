@@ -8,7 +8,9 @@
 #   and xz-compressed (about 10 MB each);
 # - the kernels' unit tests (flowforge-kernels, `flex`): that machine's CPU may have AVX-512,
 #   whose micro-kernels no CI machine runs;
-# - Debian's Vulkan loader (libvulkan1), which wgpu opens and the NVIDIA driver's ICD plugs into.
+# - Debian's Vulkan loader (libvulkan1), which wgpu opens and the NVIDIA driver's ICD plugs into;
+# - PyTorch's side of the workloads (../shared/bench/torch_baseline.py), where this checkout has
+#   it: that machine's PyTorch runs W0 and W3 on the same two cores as flex.
 #
 # The binaries need glibc 2.35 or newer there (built on Debian 12; checked with objdump -T).
 #
@@ -32,6 +34,7 @@ for pair in "backends:$backends" "workloads:$workloads" "kernels:$kernels"; do
     xz -T0 -6 "$kit/$name"
 done
 (cd "$kit/deb" && apt-get download libvulkan1)
+if [ -f ../shared/bench/torch_baseline.py ]; then cp ../shared/bench/torch_baseline.py "$kit/"; fi
 git rev-parse HEAD > "$kit/commit"
 ls -l "$kit" "$kit/deb"
 du -sh "$kit"
