@@ -325,9 +325,11 @@ impl Head {
 unsafe impl Send for Head {}
 unsafe impl Sync for Head {}
 
-/// Largest depth of one packed block (the `k` extent a micro-kernel call streams); `k` is cut
-/// into blocks of equal size up to this.
+/// Largest depth of one packed block (the `k` extent a micro-kernel call streams) on AVX2; `k`
+/// is cut into blocks of equal size up to this (or up to the arch's `kc`).
 const KC: usize = 256;
+/// The largest `kc` of any arch (the tests' depths span several blocks of it).
+const MAX_KC: usize = 384;
 /// Columns of B packed at once (the packed block is `KC × NC`, about 4 MiB, in L3).
 const NC: usize = 4096;
 
@@ -343,6 +345,8 @@ struct Arch {
     mr: usize,
     nr: usize,
     mc: usize,
+    /// The largest depth block (`k` is cut into blocks of equal size up to this).
+    kc: usize,
     /// The micro-kernels on a packed A sliver, indexed by `(rows − 1) / 4`: AVX-512 has 4, 8
     /// and 12 rows (a last sliver of 32 or 64 output channels, `12 + 12 + 8` and `5·12 + 4`,
     /// runs the smallest that covers it instead of a 12-row tile that is a third empty); AVX2
@@ -394,8 +398,8 @@ type GatheredKernel = fn();
 /// - Read in place from padded images: row `p` is the `NR/2` floats at `ptr + offsets[p]` then
 ///   the `NR/2` at `second + offsets[p]` (8 and 8 on AVX2, 16 and 16 on AVX-512). Each half of
 ///   the sliver is then `NR/2` consecutive output pixels of one image row, so for every patch
-///   entry it is one contiguous run of the padded image (`offsets[p]` the entry's offset): the packing pass,
-///   a copy of the whole im2col matrix, is skipped.
+///   entry it is one contiguous run of the padded image (`offsets[p]` the entry's offset): the
+///   packing pass, a copy of the whole im2col matrix, is skipped.
 #[derive(Clone, Copy)]
 pub(crate) struct BPanel {
     ptr: *const f32,
@@ -420,6 +424,10 @@ fn arch() -> Option<Arch> {
                     mr: 12,
                     nr: 32,
                     mc: 144,
+                    // Deeper blocks than AVX2's: each C tile is loaded and stored once per
+                    // block, and a 12 × 32 tile costs more of that against its work (1,024³ and
+                    // W3 at 65,536: 1–3% faster than 256 on two Sapphire Rapids cores).
+                    kc: 384,
                     kernels: [x86::kernel_4x32, x86::kernel_8x32, x86::kernel_12x32],
                     kernel_rows: x86::kernel_12x32_rows,
                     kernel_rows_4: None,
@@ -437,6 +445,7 @@ fn arch() -> Option<Arch> {
                     mr: x86::AVX2_MR,
                     nr: 16,
                     mc: 120,
+                    kc: KC,
                     kernels: [x86::kernel_4x16, x86::kernel_6x16, x86::kernel_6x16],
                     kernel_rows: x86::kernel_6x16_rows,
                     kernel_rows_4: Some(x86::kernel_4x16_rows),
@@ -619,13 +628,13 @@ unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: B
         BSource::Im2col(g) if lanes > 0 && g.out[1] % lanes == 0 && g.first_column % lanes == 0 => Some(g),
         _ => None,
     };
-    let mut offsets = [0isize; KC];
+    let mut offsets = [0isize; MAX_KC];
     PACK_A.with_borrow_mut(|pack_a| {
         PACK_B.with_borrow_mut(|pack_b| {
             let nc_max = NC.min(n.next_multiple_of(nr));
             // Depth blocks of equal size: k = 288 as 144 + 144 rather than 256 + 32, whose short
             // second block loads and stores every C tile again for 32 steps of work.
-            let kc_max = k.div_ceil(k.div_ceil(KC));
+            let kc_max = k.div_ceil(k.div_ceil(arch.kc));
             let mc_max = mc.min(m.next_multiple_of(mr));
             let pack_b = aligned(pack_b, kc_max * nc_max);
             let pack_a = aligned(pack_a, kc_max * mc_max);
@@ -1618,17 +1627,6 @@ pub(crate) mod x86 {
     ) {
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-            // The C tile is read (accumulate) and written only after the depth loop, and a large
-            // C is out of the caches by then: its loads stalled the kernel for a sixth of its
-            // time. Fetched now, its lines arrive during the loop (2,048³ on two Sapphire Rapids
-            // cores: 277–283 → 294–303 GFLOP/s).
-            let last = cols.min(32) - 1;
-            for i in 0..rows {
-                let cp = c.add(i * rsc);
-                for j in [0, 16.min(last), last] {
-                    _mm_prefetch::<_MM_HINT_T0>(cp.add(j) as *const i8);
-                }
-            }
             #[inline(always)]
             unsafe fn step<const PACKED: bool, const MR: usize>(acc: &mut [[__m512; 2]; MR], a: *const f32, lda: usize, p: usize, b0: __m512, b1: __m512) {
                 for (i, row) in acc.iter_mut().enumerate() {
@@ -1875,7 +1873,7 @@ pub(crate) mod tests {
             (2, 3, [16, 16], [3, 3], [1, 1], 13),
             (5, 4, [4, 4], [3, 3], [1, 1], 12),
             (3, 2, [7, 5], [2, 3], [1, 0], 7),
-            (1, 40, [8, 8], [3, 3], [1, 1], 25),
+            (1, 48, [8, 8], [3, 3], [1, 1], 25),
             (4, 5, [6, 20], [1, 1], [0, 0], 9),
             (2, 1, [4, 4], [5, 5], [4, 4], 6),
             (1, 3, [3, 37], [3, 3], [2, 1], 12),
@@ -1884,8 +1882,9 @@ pub(crate) mod tests {
             (1, 2, [2, 24], [3, 3], [1, 1], 7),
             (3, 2, [1, 8], [1, 3], [0, 1], 5),
             // The same for AVX-512's 16-lane half (the first case, 16 wide, too): two halves in
-            // one row; 48 = 32 + 16, a last sliver of one half.
-            (1, 2, [3, 32], [3, 3], [1, 1], 14),
+            // one row, over two depth blocks (432 = 2·216 deep); 48 = 32 + 16, a last sliver of
+            // one half.
+            (1, 48, [3, 32], [3, 3], [1, 1], 14),
             (3, 2, [1, 16], [1, 3], [0, 1], 5),
         ];
         let mut served_any = false;
