@@ -60,7 +60,7 @@ half=$((${#cores[@]} / 2))
 join() { local IFS=,; echo "$*"; }
 gpu_cpus=$(join "${cores[@]:0:half}")
 test_cpus=$(join "${cores[@]:half}")
-pair=$(join "${cores[-2]%%[,-]*}" "${cores[-1]%%[,-]*}")
+if [ "${#cores[@]}" -ge 2 ]; then pair=$(join "${cores[-2]%%[,-]*}" "${cores[-1]%%[,-]*}"); else pair=0; fi
 if command -v taskset > /dev/null && [ "${#cores[@]}" -ge 4 ]; then
     on_gpu_cpus=(taskset -c "$gpu_cpus") on_test_cpus=(taskset -c "$test_cpus") on_pair=(taskset -c "$pair")
 else
