@@ -789,9 +789,12 @@ pub(crate) mod simd {
     pub(crate) fn scale_shift(y: &mut [std::mem::MaybeUninit<f32>], x: &[f32], scale: f32, shift: f32, silu: bool) {
         assert_eq!(y.len(), x.len());
         #[cfg(target_arch = "x86_64")]
-        if let Level::Avx2 = level() {
+        match level() {
             // SAFETY: as in `silu`; `y` holds `x.len()` floats.
-            return unsafe { avx2::scale_shift(y.as_mut_ptr().cast(), x, scale, shift, silu) };
+            Level::Avx2 => return unsafe { avx2::scale_shift(y.as_mut_ptr().cast(), x, scale, shift, silu) },
+            // SAFETY: the CPU has AVX-512F (`level`); `y` holds `x.len()` floats.
+            Level::Avx512 => return unsafe { avx512::scale_shift(y.as_mut_ptr().cast(), x, scale, shift, silu) },
+            Level::Baseline => {}
         }
         scale_shift_autovectorised(y, x, scale, shift, silu)
     }
@@ -890,6 +893,33 @@ pub(crate) mod simd {
             return unsafe { avx2::silu_backward(grad, z) };
         }
         silu_backward_autovectorised(grad, z)
+    }
+
+    /// The normalisation's map in AVX-512 intrinsics. The autovectorised loop has no fused
+    /// multiply-adds (no fast-math), divides, and leaves a scalar tail (a 4 × 4 plane is all
+    /// tail): the U-Net sampler's normalise-and-pad of a 32 × 16 × 16 image took 8.2 µs, now
+    /// 6.7 (the rest is reading the image and writing the padded rows).
+    #[cfg(target_arch = "x86_64")]
+    mod avx512 {
+        use crate::sgemm::x86::silu16;
+        use std::arch::x86_64::*;
+
+        /// `y ← x·scale + shift`, then SiLU when `silu`: 16 lanes at a time, the tail through
+        /// masked loads and stores (every element sees the same arithmetic).
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn scale_shift(y: *mut f32, x: &[f32], scale: f32, shift: f32, silu: bool) {
+            let (a, b) = (_mm512_set1_ps(scale), _mm512_set1_ps(shift));
+            let (len, x) = (x.len(), x.as_ptr());
+            unsafe {
+                let mut i = 0;
+                while i < len {
+                    let mask = if len - i >= 16 { u16::MAX } else { ((1u32 << (len - i)) - 1) as u16 };
+                    let z = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, x.add(i)), a, b);
+                    _mm512_mask_storeu_ps(y.add(i), mask, if silu { silu16(z) } else { z });
+                    i += 16;
+                }
+            }
+        }
     }
 
     /// The SiLU loops in AVX2 + FMA intrinsics. LLVM vectorises the portable loops but cannot

@@ -1622,7 +1622,7 @@ pub(crate) mod x86 {
 
     /// `z·σ(z) = z / (1 + e⁻ᶻ)` on 16 lanes.
     #[inline(always)]
-    unsafe fn silu16(z: __m512) -> __m512 {
+    pub(crate) unsafe fn silu16(z: __m512) -> __m512 {
         unsafe { _mm512_div_ps(z, _mm512_add_ps(_mm512_set1_ps(1.0), exp16(_mm512_sub_ps(_mm512_setzero_ps(), z)))) }
     }
 
