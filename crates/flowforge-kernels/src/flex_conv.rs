@@ -26,7 +26,7 @@ use burn::tensor::{Shape, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::flex::kernels::gemm_into_with;
-use crate::sgemm::{BSource, Epilogue, MatRef, copy_short, im2col_from_padded, pad_images, padded_len, zero_short};
+use crate::sgemm::{BSource, Epilogue, MatRef, PadLayout, copy_short, im2col_from_padded, pad_images, padded_len, zero_short};
 use crate::flex::{f32_data, register_gradients};
 
 /// The fused convolution's operations. Default bodies are burn's own convolution ops, so a
@@ -496,6 +496,9 @@ mod kernels {
         let (k, plane, image_in) = (channels * kernel[0] * kernel[1], out[0] * out[1], channels * size[0] * size[1]);
         assert!(x.len() >= batch * image_in && w.len() >= co * k && bias.is_none_or(|b| b.len() >= co));
         let total = batch * co * plane;
+        // Rows narrower than the kernels' half-sliver (the 8 × 8 and 4 × 4 levels) are read in
+        // place from row-padded images where a kernel takes masks; otherwise packed.
+        let layout = if crate::sgemm::row_padded_im2col(out, kernel[1], padding[1]) { PadLayout::Rows } else { PadLayout::Full };
         let mut y = Vec::<f32>::with_capacity(total);
         let y_ptr = SendPtr(y.as_mut_ptr());
         let threads = crate::flex::kernels::thread_count(threads);
@@ -509,9 +512,9 @@ mod kernels {
             let dst = unsafe { y_ptr.get().add(first * co * plane) };
             let product_len = if images == 1 { 0 } else { co * columns };
             let scratch_plane = if planes.is_some() { size[0] * size[1] } else { 0 };
-            with_scratch([padded_len(images, channels, size, padding), product_len, scratch_plane], |[padded, product, scratch]| {
+            with_scratch([padded_len(images, channels, size, padding, layout), product_len, scratch_plane], |[padded, product, scratch]| {
                 let planes = planes.map(|p| (&p[first * channels..(first + images) * channels], scratch));
-                let b = BSource::Im2col(pad_images(x, images, channels, size, padding, kernel, planes, padded));
+                let b = BSource::Im2col(pad_images(x, images, channels, size, padding, kernel, layout, planes, padded));
                 if images == 1 {
                     unsafe { crate::sgemm::sgemm_with(co, columns, k, a, b, dst, plane, false, epilogue, None, threads) };
                     return;
@@ -634,7 +637,7 @@ mod kernels {
                 |(mut gw_t, mut gb), ((gx, x), grad)| {
                     let images = x.len() / (g.channels * g.in_plane());
                     let columns = images * plane;
-                    let padded_len = if padded_im2col { padded_len(images, g.channels, g.input, g.padding) } else { 0 };
+                    let padded_len = if padded_im2col { padded_len(images, g.channels, g.input, g.padding, PadLayout::Full) } else { 0 };
                     with_scratch([k * columns, co * columns, padded_len], |[col, dy, padded]| {
                         let dy: &[f32] = if images == 1 {
                             grad
@@ -649,7 +652,7 @@ mod kernels {
                         // images where a kernel serves it; otherwise written out first.
                         let mut done = false;
                         if padded_im2col {
-                            let view = pad_images(x, images, g.channels, g.input, g.padding, g.kernel, None, padded);
+                            let view = pad_images(x, images, g.channels, g.input, g.padding, g.kernel, PadLayout::Full, None, padded);
                             if matches!(g.gemm_threads(), gemm::Parallelism::None) {
                                 let dy_t = MatRef { ptr: dy.as_ptr(), rs: 1, cs: columns };
                                 // SAFETY: the view reads inside `padded`; ∂Yᵀ is `columns × C_out`

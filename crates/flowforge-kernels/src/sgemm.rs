@@ -51,14 +51,56 @@ pub(crate) struct Im2col {
     pub(crate) out: [usize; 2],
     /// The first column this view starts at (a thread's share of the columns).
     pub(crate) first_column: usize,
+    /// 0 where the padded images hold their zero columns (`Wp = W + 2·pw`); `pw` in the
+    /// row-padded layout ([`PadLayout::Rows`]), where they hold only the zero rows (`Wp = W`)
+    /// and a patch entry `(c, i, j)` starts `j − pw` from its column's pixel, its lanes that
+    /// fall outside the image row masked off ([`entry_mask`]).
+    pub(crate) column_pad: usize,
+}
+
+/// How [`pad_images`] lays out its padded images.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum PadLayout {
+    /// Zero rows and zero columns around each plane: every patch entry's run of a half-sliver
+    /// is a contiguous run of an output row (rows a multiple of the kernels' half-sliver).
+    Full,
+    /// Zero rows only: a plane's rows stay contiguous, so a half-sliver of 16 lanes spans
+    /// `16 / W` output rows of an 8-, 4-, 2- or 1-wide image and is still one load, with the
+    /// lanes that would wrap into the neighbouring row masked ([`row_padded_im2col`]).
+    Rows,
 }
 
 /// Readable floats an [`Im2col`] view needs before its first and after its last image.
 pub(crate) const IM2COL_SLACK: usize = 16;
 
-/// Floats [`pad_images`] needs for `images` images of `channels × [h, w]` padded by `padding`.
-pub(crate) fn padded_len(images: usize, channels: usize, [h, w]: [usize; 2], [ph, pw]: [usize; 2]) -> usize {
-    images * channels * (h + 2 * ph) * (w + 2 * pw) + 2 * IM2COL_SLACK
+/// Floats [`pad_images`] needs for `images` images of `channels × [h, w]` padded by `padding`
+/// in `layout`.
+pub(crate) fn padded_len(images: usize, channels: usize, [h, w]: [usize; 2], [ph, pw]: [usize; 2], layout: PadLayout) -> usize {
+    let stored_pw = if layout == PadLayout::Rows { 0 } else { pw };
+    images * channels * (h + 2 * ph) * (w + 2 * stored_pw) + 2 * IM2COL_SLACK
+}
+
+/// Whether the row-padded layout ([`PadLayout::Rows`]) serves a stride-1 convolution with an
+/// `out`-sized output, `kernel_w` wide and padded by `pw` on each side: a kernel that reads it
+/// in place with masks (AVX-512), rows narrower than its 16-lane half and dividing it, planes
+/// a whole number of halves (a half never spans two images, which are not contiguous), and an
+/// output as wide as the input. The 8 × 8 and 4 × 4 levels of a U-Net were packed (a copy of
+/// the whole im2col matrix) for want of it.
+pub(crate) fn row_padded_im2col(out: [usize; 2], kernel_w: usize, pw: usize) -> bool {
+    arch().is_some_and(|a| {
+        let lanes = a.direct_im2col_lanes;
+        a.masked_im2col && out[1] < lanes && lanes.is_multiple_of(out[1]) && (out[0] * out[1]).is_multiple_of(lanes) && kernel_w == 2 * pw + 1 && kernel_w <= MAX_KW_MASKED
+    })
+}
+
+/// The widest kernel the row-padded layout serves (its masks are tabled per kernel column).
+const MAX_KW_MASKED: usize = 15;
+
+/// The lanes of a half-sliver (lane `l` the output pixel `l mod wo` of its row, half-slivers
+/// starting on whole rows) whose input pixel for kernel column `j` lies inside the row, in the
+/// row-padded layout: `0 ≤ l mod wo + j − pw < wo`.
+fn entry_mask(j: usize, pw: usize, wo: usize, lanes: usize) -> u16 {
+    (0..lanes).filter(|l| (l % wo + j).checked_sub(pw).is_some_and(|x| x < wo)).fold(0, |m, l| m | (1 << l))
 }
 
 /// `dst.copy_from_slice(src)` with inline moves for the lengths of image rows and planes the
@@ -119,11 +161,15 @@ pub(crate) fn pad_images(
     [h, w]: [usize; 2],
     [ph, pw]: [usize; 2],
     kernel: [usize; 2],
+    layout: PadLayout,
     mut planes: Option<(&[(f32, f32)], &mut [f32])>,
     out: &mut [f32],
 ) -> Im2col {
+    let rows_only = layout == PadLayout::Rows;
+    assert!(!rows_only || kernel[1] == 2 * pw + 1, "pad_images: the row-padded layout keeps the width (kw = 2·pw + 1)");
+    let (column_pad, pw) = if rows_only { (pw, 0) } else { (0, pw) };
     let [hp, wp] = [h + 2 * ph, w + 2 * pw];
-    assert!(x.len() >= images * channels * h * w && out.len() >= padded_len(images, channels, [h, w], [ph, pw]) && kernel[0] <= hp && kernel[1] <= wp);
+    assert!(x.len() >= images * channels * h * w && out.len() >= padded_len(images, channels, [h, w], [ph, pw], PadLayout::Full) && kernel[0] <= hp && kernel[1] <= wp + 2 * column_pad);
     assert!(planes.as_ref().is_none_or(|(p, scratch)| p.len() >= images * channels && scratch.len() >= h * w), "pad_images: one (scale, shift) per plane, an H·W scratch plane");
     let (head, rest) = out.split_at_mut(IM2COL_SLACK);
     head.fill(0.0);
@@ -133,6 +179,19 @@ pub(crate) fn pad_images(
         let (middle, bottom) = rest.split_at_mut(h * wp);
         for row in top.chunks_exact_mut(wp).chain(bottom.chunks_exact_mut(wp)) {
             zero_short(row);
+        }
+        if rows_only {
+            // The plane's rows stay contiguous: one copy, or the map straight into place.
+            match &planes {
+                None => copy_short(middle, plane_in),
+                Some((maps, _)) => {
+                    let (scale, shift) = maps[index];
+                    // SAFETY: f32 and MaybeUninit<f32> share a layout; scale_shift writes floats only.
+                    let uninit = unsafe { &mut *(middle as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
+                    crate::flex::simd::scale_shift(uninit, plane_in, scale, shift, true);
+                }
+            }
+            continue;
         }
         // The mapped plane is computed whole (full vectors, one call) into the scratch plane,
         // which stays in L1, then copied row by row as an unmapped plane is.
@@ -154,7 +213,8 @@ pub(crate) fn pad_images(
         }
     }
     tail[..IM2COL_SLACK].fill(0.0);
-    Im2col { x: body.as_ptr(), channels, padded: [hp, wp], kernel, out: [hp - kernel[0] + 1, wp - kernel[1] + 1], first_column: 0 }
+    let out = [hp - kernel[0] + 1, wp + 2 * column_pad - kernel[1] + 1];
+    Im2col { x: body.as_ptr(), channels, padded: [hp, wp], kernel, out, first_column: 0, column_pad }
 }
 
 /// Writes the im2col matrix of `view` (its first `columns` columns), row-major `[C·kh·kw,
@@ -166,6 +226,7 @@ pub(crate) fn pad_images(
 /// Where [`implicit_im2col`] is false (callers check), or when `col` is too short.
 pub(crate) fn im2col_from_padded(view: Im2col, columns: usize, col: &mut [f32]) {
     let arch = arch().expect("im2col_from_padded: callers check sgemm::implicit_im2col()");
+    assert_eq!(view.column_pad, 0, "im2col_from_padded: the full padded layout only");
     assert!(col.len() >= view.channels * view.kernel[0] * view.kernel[1] * columns, "im2col_from_padded: col too short");
     // SAFETY: the CPU has the routine's features; the view reads inside its padded buffer
     // and slack, and `col` holds every row.
@@ -376,6 +437,8 @@ struct Arch {
     /// The lanes of a half-sliver when the kernels can read an [`Im2col`] B in place
     /// ([`BPanel`]): 8 on AVX2, 16 on AVX-512.
     direct_im2col_lanes: usize,
+    /// Whether the in-place kernels take lane masks ([`PadLayout::Rows`]): AVX-512.
+    masked_im2col: bool,
 }
 
 /// `(dst, matrix, row or column start, extent, p0, kc, mr or nr)`: [`pack_a_block`] or
@@ -406,16 +469,20 @@ type GatheredKernel = fn();
 ///   the sliver is then `NR/2` consecutive output pixels of one image row, so for every patch
 ///   entry it is one contiguous run of the padded image (`offsets[p]` the entry's offset): the
 ///   packing pass, a copy of the whole im2col matrix, is skipped.
+///
+/// In the row-padded layout `masks[p]` (not null) holds the lanes of row `p`'s halves to load;
+/// the others read as zero.
 #[derive(Clone, Copy)]
 pub(crate) struct BPanel {
     ptr: *const f32,
     second: *const f32,
     offsets: *const isize,
+    masks: *const u16,
 }
 
 impl BPanel {
     fn packed(ptr: *const f32) -> Self {
-        BPanel { ptr, second: std::ptr::null(), offsets: std::ptr::null() }
+        BPanel { ptr, second: std::ptr::null(), offsets: std::ptr::null(), masks: std::ptr::null() }
     }
 }
 
@@ -441,6 +508,7 @@ fn arch() -> Option<Arch> {
                     write_im2col: x86::im2col_avx512,
                     kernel_gathered_a: Some(x86::kernel_12x32_gathered),
                     direct_im2col_lanes: 16,
+                    masked_im2col: true,
                 });
             }
             if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
@@ -460,6 +528,7 @@ fn arch() -> Option<Arch> {
                     write_im2col: x86::im2col_avx2,
                     kernel_gathered_a: Some(x86::kernel_6x16_gathered),
                     direct_im2col_lanes: 8,
+                    masked_im2col: false,
                 });
             }
         }
@@ -630,11 +699,25 @@ unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: B
     // An im2col B whose half-slivers each lie in one output row is read in place: every
     // half-sliver starts a multiple of `lanes` columns in, and rows are a multiple long.
     let lanes = arch.direct_im2col_lanes;
+    // A row-padded B is only ever read in place (`row_padded_im2col` admits no other).
     let in_place = match b {
+        BSource::Im2col(g) if g.column_pad > 0 => {
+            assert!(row_padded_im2col(g.out, g.kernel[1], g.column_pad) && g.first_column.is_multiple_of(lanes), "sgemm: a row-padded im2col B that no kernel reads in place");
+            Some(g)
+        }
         BSource::Im2col(g) if lanes > 0 && g.out[1] % lanes == 0 && g.first_column % lanes == 0 => Some(g),
         _ => None,
     };
     let mut offsets = [0isize; MAX_KC];
+    let mut masks = [0u16; MAX_KC];
+    // The row-padded layout's lane masks, one per kernel column (computed per entry they were
+    // a tenth of the product's time at 8 × 8).
+    let mut mask_of_column = [0u16; MAX_KW_MASKED];
+    if let Some(g) = in_place.filter(|g| g.column_pad > 0) {
+        for (j, mask) in mask_of_column[..g.kernel[1]].iter_mut().enumerate() {
+            *mask = entry_mask(j, g.column_pad, g.out[1], lanes);
+        }
+    }
     PACK_A.with_borrow_mut(|pack_a| {
         PACK_B.with_borrow_mut(|pack_b| {
             let nc_max = NC.min(n.next_multiple_of(nr));
@@ -651,7 +734,10 @@ unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: B
                     let acc = accumulate || p0 > 0;
                     let last = p0 + kc == k;
                     match in_place {
-                        Some(g) => for_each_entry(&g, p0, kc, |p, entry| offsets[p] = entry),
+                        Some(g) => for_each_entry(&g, p0, kc, |p, entry, j| {
+                            offsets[p] = entry;
+                            masks[p] = mask_of_column[j.min(MAX_KW_MASKED - 1)];
+                        }),
                         None => unsafe { pack_b_block(arch, pack_b, b, p0, kc, j0, nc) },
                     }
                     for i0 in (0..m).step_by(mc) {
@@ -689,7 +775,8 @@ unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: B
                                     // An absent second half reads the first's (in bounds; its
                                     // lanes are not stored).
                                     let second = if nrb > lanes { q + lanes } else { q };
-                                    BPanel { ptr: g.column_start(q), second: g.column_start(second), offsets: offsets.as_ptr() }
+                                    let masks = if g.column_pad > 0 { masks.as_ptr() } else { std::ptr::null() };
+                                    BPanel { ptr: g.column_start(q), second: g.column_start(second), offsets: offsets.as_ptr(), masks }
                                 }
                                 None => BPanel::packed(unsafe { pack_b.as_ptr().add(jr * kc) }),
                             };
@@ -738,6 +825,9 @@ unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: B
 pub(crate) unsafe fn sgemm_im2col_a(view: Im2col, columns: usize, n: usize, b: MatRef, c: *mut f32, ldc: usize, accumulate: bool) -> bool {
     let Some(arch) = arch() else { return false };
     let Some(kernel) = arch.kernel_gathered_a else { return false };
+    if view.column_pad > 0 {
+        return false;
+    }
     let rows = view.channels * view.kernel[0] * view.kernel[1];
     let (mr, nr) = (arch.mr, arch.nr);
     if columns == 0 || !rows.is_multiple_of(mr) || 2 * n < nr {
@@ -759,7 +849,7 @@ pub(crate) unsafe fn sgemm_im2col_a(view: Im2col, columns: usize, n: usize, b: M
                 for ir in (0..rows).step_by(mr) {
                     // The tile's patch entries, on the stack: no allocation per image group.
                     let mut row_offsets = [0isize; MAX_MR];
-                    for_each_entry(&view, ir, mr, |r, entry| row_offsets[r] = entry);
+                    for_each_entry(&view, ir, mr, |r, entry, _| row_offsets[r] = entry);
                     let a = x86::GatheredA { ptr: view.x, rows: row_offsets.as_ptr(), columns: column_offsets.as_ptr() };
                     for jr in (0..nc).step_by(nr) {
                         let bp = BPanel::packed(unsafe { pack_b.as_ptr().add(jr * kc) });
@@ -846,7 +936,10 @@ impl NextRows {
 unsafe fn pack_b_block(arch: Arch, dst: &mut [f32], b: BSource, p0: usize, kc: usize, j0: usize, nc: usize) {
     match b {
         BSource::Matrix(b) => unsafe { (arch.pack_b)(dst, b, p0, kc, j0, nc, arch.nr) },
-        BSource::Im2col(g) => unsafe { (arch.pack_im2col)(dst, g, p0, kc, j0, nc, arch.nr) },
+        BSource::Im2col(g) => {
+            assert_eq!(g.column_pad, 0, "pack_im2col: the full padded layout only");
+            unsafe { (arch.pack_im2col)(dst, g, p0, kc, j0, nc, arch.nr) }
+        }
     }
 }
 
@@ -890,14 +983,14 @@ fn sliver_runs<const LANES: usize>(g: &Im2col, q0: usize, width: usize) -> [Runs
     halves
 }
 
-/// Calls `f(p, entry)` for the `kc` patch entries from row `p0` of `g`'s im2col matrix:
-/// `entry = c·Hp·Wp + i·Wp + j` for row `(c·kh + i)·kw + j`.
+/// Calls `f(p, entry, j)` for the `kc` patch entries from row `p0` of `g`'s im2col matrix:
+/// `entry = c·Hp·Wp + i·Wp + j − column_pad` for row `(c·kh + i)·kw + j`.
 #[inline(always)]
-fn for_each_entry(g: &Im2col, p0: usize, kc: usize, mut f: impl FnMut(usize, isize)) {
+fn for_each_entry(g: &Im2col, p0: usize, kc: usize, mut f: impl FnMut(usize, isize, usize)) {
     let ([hp, wp], [kh, kw]) = (g.padded, g.kernel);
     let (mut c, mut i, mut j) = (p0 / (kh * kw), (p0 / kw) % kh, p0 % kw);
     for p in 0..kc {
-        f(p, (c * hp * wp + i * wp + j) as isize);
+        f(p, (c * hp * wp + i * wp + j) as isize - g.column_pad as isize, j);
         j += 1;
         if j == kw {
             j = 0;
@@ -1250,6 +1343,7 @@ pub(crate) mod x86 {
         rows: usize,
         cols: usize,
     ) {
+        debug_assert!(b.masks.is_null(), "AVX2 reads no row-padded images");
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); 2]; MR];
             #[inline(always)]
@@ -1446,7 +1540,7 @@ pub(crate) mod x86 {
         for (s, jr) in (0..nc).step_by(32).enumerate() {
             let [first, second] = super::sliver_runs::<16>(&g, g.first_column + j0 + jr, 32.min(nc - jr));
             let sliver = dst[s * kc * 32..(s + 1) * kc * 32].as_mut_ptr();
-            super::for_each_entry(&g, p0, kc, |p, entry| unsafe {
+            super::for_each_entry(&g, p0, kc, |p, entry, _| unsafe {
                 _mm512_storeu_ps(sliver.add(p * 32), gather16(&first, g.x, entry));
                 _mm512_storeu_ps(sliver.add(p * 32 + 16), gather16(&second, g.x, entry));
             });
@@ -1505,7 +1599,7 @@ pub(crate) mod x86 {
             let [first, second] = super::sliver_runs::<8>(&g, g.first_column + j0 + jr, 16.min(nc - jr));
             let (first, second) = unsafe { (Half8::new(&first), Half8::new(&second)) };
             let sliver = dst[s * kc * 16..(s + 1) * kc * 16].as_mut_ptr();
-            super::for_each_entry(&g, p0, kc, |p, entry| unsafe {
+            super::for_each_entry(&g, p0, kc, |p, entry, _| unsafe {
                 _mm256_storeu_ps(sliver.add(p * 16), first.gather(g.x, entry));
                 _mm256_storeu_ps(sliver.add(p * 16 + 8), second.gather(g.x, entry));
             });
@@ -1523,7 +1617,7 @@ pub(crate) mod x86 {
             let [first, second] = super::sliver_runs::<16>(&g, g.first_column + q0, width);
             let m0 = if width >= 16 { u16::MAX } else { ((1u32 << width) - 1) as u16 };
             let m1 = if width >= 32 { u16::MAX } else if width > 16 { ((1u32 << (width - 16)) - 1) as u16 } else { 0 };
-            super::for_each_entry(&g, 0, rows, |r, entry| unsafe {
+            super::for_each_entry(&g, 0, rows, |r, entry, _| unsafe {
                 let dst = out.add(r * columns + q0);
                 _mm512_mask_storeu_ps(dst, m0, gather16(&first, g.x, entry));
                 if m1 != 0 {
@@ -1546,7 +1640,7 @@ pub(crate) mod x86 {
             let (first, second) = unsafe { (Half8::new(&first), Half8::new(&second)) };
             let m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(width as i32), lane);
             let m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(width as i32 - 8), lane);
-            super::for_each_entry(&g, 0, rows, |r, entry| unsafe {
+            super::for_each_entry(&g, 0, rows, |r, entry, _| unsafe {
                 let dst = out.add(r * columns + q0);
                 if width == 16 {
                     _mm256_storeu_ps(dst, first.gather(g.x, entry));
@@ -1688,6 +1782,29 @@ pub(crate) mod x86 {
                 while p < kc {
                     step::<PACKED, MR>(&mut acc, a, lda, p, _mm512_loadu_ps(bp), _mm512_loadu_ps(bp.add(16)));
                     bp = bp.add(32);
+                    p += 1;
+                }
+            } else if !b.masks.is_null() {
+                // Row-padded images (see `BPanel`): each half is whole output rows, the lanes
+                // that would wrap into the neighbouring row masked to zero.
+                let mut p = 0;
+                if !PACKED {
+                    while p + 2 <= kc {
+                        let (o0, o1) = (*b.offsets.add(p), *b.offsets.add(p + 1));
+                        let (m0, m1) = (*b.masks.add(p), *b.masks.add(p + 1));
+                        let halves = [
+                            _mm512_maskz_loadu_ps(m0, b.ptr.offset(o0)),
+                            _mm512_maskz_loadu_ps(m0, b.second.offset(o0)),
+                            _mm512_maskz_loadu_ps(m1, b.ptr.offset(o1)),
+                            _mm512_maskz_loadu_ps(m1, b.second.offset(o1)),
+                        ];
+                        step2::<MR>(&mut acc, a, lda, p, halves);
+                        p += 2;
+                    }
+                }
+                while p < kc {
+                    let (offset, mask) = (*b.offsets.add(p), *b.masks.add(p));
+                    step::<PACKED, MR>(&mut acc, a, lda, p, _mm512_maskz_loadu_ps(mask, b.ptr.offset(offset)), _mm512_maskz_loadu_ps(mask, b.second.offset(offset)));
                     p += 1;
                 }
             } else {
@@ -1979,8 +2096,14 @@ pub(crate) mod tests {
             // col read in place as A over two depth blocks (288 columns = 2·144 deep), 36 rows
             // (a multiple of both kernels' tile rows).
             (2, 4, [12, 12], [3, 3], [1, 1], 13),
+            // Row-padded on AVX-512: halves of two 8-wide rows over three images, of one 4 × 4
+            // image each (with (5, 4, [4, 4]) and (1, 48, [8, 8]) above), of eight 2-wide rows
+            // (2 × 8, tall planes); a 5 × 5 kernel (pw 2, masks two lanes deep).
+            (3, 3, [8, 8], [3, 3], [1, 1], 20),
+            (2, 3, [8, 2], [3, 3], [1, 1], 9),
+            (2, 2, [8, 8], [5, 5], [2, 2], 6),
         ];
-        let mut served_any = false;
+        let (mut served_any, mut served_rows) = (false, false);
         for (images, channels, [h, w], [kh, kw], [ph, pw], co) in cases {
             let out = [h + 2 * ph - kh + 1, w + 2 * pw - kw + 1];
             let (k, n) = (channels * kh * kw, images * out[0] * out[1]);
@@ -1989,8 +2112,8 @@ pub(crate) mod tests {
             let at = |img: usize, c: usize, y: isize, x_: isize| {
                 if y < 0 || x_ < 0 || y >= h as isize || x_ >= w as isize { 0.0 } else { x[((img * channels + c) * h + y as usize) * w + x_ as usize] as f64 }
             };
-            let mut padded = vec![f32::NAN; padded_len(images, channels, [h, w], [ph, pw])];
-            let g = pad_images(&x, images, channels, [h, w], [ph, pw], [kh, kw], None, &mut padded);
+            let mut padded = vec![f32::NAN; padded_len(images, channels, [h, w], [ph, pw], PadLayout::Full)];
+            let g = pad_images(&x, images, channels, [h, w], [ph, pw], [kh, kw], PadLayout::Full, None, &mut padded);
             assert_eq!(g.out, out);
             // The same view written out as the explicit matrix (the weight gradient's A).
             let mut col = vec![f32::NAN; k * n + 1];
@@ -2022,10 +2145,15 @@ pub(crate) mod tests {
                 }
                 served_any |= served;
             }
-            for threads in [1, 2] {
+            // The row-padded layout too, where a kernel reads it (AVX-512; rows of 8, 4 or 2).
+            let mut rows_padded = vec![f32::NAN; padded_len(images, channels, [h, w], [ph, pw], PadLayout::Rows)];
+            let rows_view = row_padded_im2col(out, kw, pw).then(|| pad_images(&x, images, channels, [h, w], [ph, pw], [kh, kw], PadLayout::Rows, None, &mut rows_padded));
+            served_rows |= rows_view.is_some();
+            for (view, threads) in [(g, 1), (g, 2)].into_iter().chain(rows_view.map(|v| (v, 1))).chain(rows_view.map(|v| (v, 2))) {
+                assert_eq!(view.out, out);
                 let mut got = vec![f32::NAN; co * n];
                 // SAFETY: the weight is co × k row-major, C is co × n, the view reads inside x.
-                unsafe { sgemm_with(co, n, k, MatRef { ptr: weight.as_ptr(), rs: k, cs: 1 }, BSource::Im2col(g), got.as_mut_ptr(), n, false, Epilogue::NONE, None, threads) };
+                unsafe { sgemm_with(co, n, k, MatRef { ptr: weight.as_ptr(), rs: k, cs: 1 }, BSource::Im2col(view), got.as_mut_ptr(), n, false, Epilogue::NONE, None, threads) };
                 for o in 0..co {
                     for q in 0..n {
                         let (img, oy, ox) = (q / (out[0] * out[1]), (q / out[1]) % out[0], q % out[1]);
@@ -2038,7 +2166,7 @@ pub(crate) mod tests {
                                 }
                             }
                         }
-                        let case = format!("{images}×{channels}×{h}×{w} k{kh}×{kw} p{ph},{pw} threads {threads} [{o},{q}]");
+                        let case = format!("{images}×{channels}×{h}×{w} k{kh}×{kw} p{ph},{pw} threads {threads} rows-padded {} [{o},{q}]", view.column_pad > 0);
                         assert!((got[o * n + q] as f64 - want).abs() <= 1e-5 * (1.0 + k as f64).sqrt(), "{case}: {} vs {want}", got[o * n + q]);
                     }
                 }
@@ -2046,6 +2174,8 @@ pub(crate) mod tests {
         }
         #[cfg(target_arch = "x86_64")]
         assert_eq!(served_any, available(), "which CPUs read col in place");
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(served_rows, is_x86_feature_detected!("avx512f"), "which CPUs read row-padded images");
     }
 
     /// C with a row stride wider than its columns (a block of a bigger matrix) keeps the
