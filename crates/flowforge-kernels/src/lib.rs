@@ -281,7 +281,8 @@ fn check_conv2d(x: [usize; 4], weight: [usize; 4], bias: Option<&Tensor<1>>, str
 /// geometry: the normalisation becomes a `(scale, shift)` per image and channel, applied with
 /// SiLU while the convolution pads each image group, so the normalised activations are never
 /// written out. Elsewhere, and whenever gradients may be taken, it is the two ops in turn
-/// (each with its own fused backward on burn-flex).
+/// (each with its own fused backward on burn-flex: a fused backward that maps `x` again for
+/// the weight gradient instead of keeping `h` measured the same speed on a U-Net step).
 ///
 /// # Shapes
 /// `x`: `[B, C, H, W]`, `gamma`, `beta`: `[C]`, `weight`: `[C_out, C, kh, kw]`, `bias`:
@@ -667,7 +668,8 @@ mod tests {
 
     /// The normalise → SiLU → convolve op against the two reference ops, on the plain device
     /// (fused where the implicit GEMM serves the geometry: the first four cases on AVX2 or
-    /// AVX-512 CPUs) and on the autodiff device (the two fused ops, gradients through both).
+    /// AVX-512 CPUs) and on the autodiff device (the two fused ops, every gradient through both
+    /// against burn's own ops).
     #[test]
     fn group_norm_silu_conv2d_matches_its_two_ops() {
         // (batch, c_in, groups, c_out, h, w, kernel, stride, padding)
@@ -690,23 +692,27 @@ mod tests {
                 let beta = Tensor::<1>::random([cin], Distribution::Normal(0.0, 1.0), &d);
                 let wt = Tensor::<4>::random([cout, cin, kernel[0], kernel[1]], Distribution::Normal(0.0, 0.3), &d);
                 let b = Tensor::<1>::random([cout], Distribution::Normal(0.0, 1.0), &d);
-                let (x, gamma, wt) = if d == device() { (x, gamma, wt) } else { (x.require_grad(), gamma.require_grad(), wt.require_grad()) };
+                let (x, gamma, beta, wt, b) = if !d.is_autodiff() { (x, gamma, beta, wt, b) } else { (x.require_grad(), gamma.require_grad(), beta.require_grad(), wt.require_grad(), b.require_grad()) };
                 let got = group_norm_silu_conv2d(x.clone(), groups, Some(gamma.clone()), Some(beta.clone()), 1e-5, wt.clone(), Some(b.clone()), stride, padding).unwrap();
                 let h = group_norm_reference(x.clone(), groups, Some(gamma.clone()), Some(beta.clone()), 1e-5, FusedActivation::Silu);
                 let want = conv2d_reference(h, wt.clone(), Some(b.clone()), stride, padding);
                 assert_eq!(got.dims(), want.dims(), "{case}");
-                // The same arithmetic as the two fused ops, to the bit: the fused path on the
-                // plain device, the two ops themselves on the autodiff one (not plain burn ops).
-                let two_ops = conv2d(group_norm(x.clone(), groups, Some(gamma.clone()), Some(beta.clone()), 1e-5, FusedActivation::Silu).unwrap(), wt.clone(), Some(b), stride, padding).unwrap();
+                // The same arithmetic as the two fused ops, to the bit (not plain burn ops).
+                let two_ops = conv2d(group_norm(x.clone(), groups, Some(gamma.clone()), Some(beta.clone()), 1e-5, FusedActivation::Silu).unwrap(), wt.clone(), Some(b.clone()), stride, padding).unwrap();
                 assert_eq!(got.to_data(), two_ops.to_data(), "{case} on {d:?}: not the two fused ops' result");
                 assert!(max_abs_diff4(got.clone(), want.clone()) < 1e-4, "forward {case} on {d:?}: {}", max_abs_diff4(got.clone(), want.clone()));
-                if d != device() {
+                if d.is_autodiff() {
                     let probe = Tensor::<4>::random(want.dims(), Distribution::Normal(0.0, 1.0), &d);
                     let (g_got, g_want) = ((got * probe.clone()).sum().backward(), (want * probe).sum().backward());
                     assert!(max_abs_diff4(x.grad(&g_got).unwrap(), x.grad(&g_want).unwrap()) < 1e-4, "dx {case}");
-                    assert!(max_abs_diff4(wt.grad(&g_got).unwrap(), wt.grad(&g_want).unwrap()) < 1e-4, "dw {case}");
-                    let (dg_got, dg_want) = (gamma.grad(&g_got).unwrap(), gamma.grad(&g_want).unwrap());
-                    assert!(max_abs_diff(dg_got.unsqueeze_dim(0), dg_want.unsqueeze_dim(0)) < 1e-3, "dγ {case}");
+                    // ∂W sums B·H·W products (magnitudes in the hundreds): relative to its size.
+                    let (dw_got, dw_want) = (wt.grad(&g_got).unwrap(), wt.grad(&g_want).unwrap());
+                    let scale = 1.0 + dw_want.clone().abs().max().into_scalar::<f64>();
+                    assert!(max_abs_diff4(dw_got.clone(), dw_want.clone()) < 1e-6 * scale, "dw {case}: {} of {scale}", max_abs_diff4(dw_got, dw_want));
+                    for (name, p) in [("dγ", &gamma), ("dβ", &beta), ("db", &b)] {
+                        let (got, want) = (p.grad(&g_got).unwrap(), p.grad(&g_want).unwrap());
+                        assert!(max_abs_diff(got.unsqueeze_dim(0), want.unsqueeze_dim(0)) < 1e-3, "{name} {case}");
+                    }
                 }
             }
         }
