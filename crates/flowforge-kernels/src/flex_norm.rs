@@ -290,39 +290,10 @@ mod kernels {
             .fold(
                 || (vec![0.0f32; channels], vec![0.0f32; channels], vec![0.0f32; b.spatial], vec![0.0f32; b.spatial]),
                 |(mut gg, mut gb, mut xhat, mut z), (index, (gx, x))| {
-                    let (mean, rstd) = statistics(x, epsilon);
                     let first = (index % groups) * b.per_group;
-                    // Pass 1: g (through SiLU's derivative) into gx, the parameter gradients,
-                    // and the block sums of ĝ and ĝ x̂.
-                    let (mut sum_g, mut sum_gx) = (0.0f32, 0.0f32);
-                    for (c, (gx, x)) in gx.chunks_mut(b.spatial).zip(x.chunks(b.spatial)).enumerate() {
-                        let (gamma_c, beta_c) = (gamma[first + c], beta[first + c]);
-                        for (h, x) in xhat.iter_mut().zip(x) {
-                            *h = (x - mean) * rstd;
-                        }
-                        if silu {
-                            // gx ← grad·silu'(z), z = x̂γ + β.
-                            for (z, h) in z.iter_mut().zip(xhat.iter()) {
-                                *z = h * gamma_c + beta_c;
-                            }
-                            simd::silu_backward(gx, &z);
-                        }
-                        let (s_g, s_gx) = (simd::sum(gx), sum_of_products(gx, &xhat));
-                        gb[first + c] += s_g;
-                        gg[first + c] += s_gx;
-                        sum_g += s_g * gamma_c;
-                        sum_gx += s_gx * gamma_c;
-                    }
-                    // Pass 2: ∂x = (ĝ − mean(ĝ) − x̂ mean(ĝ x̂))·rstd with ĝ = g γ_c.
-                    let n = b.len() as f32;
-                    let (mean_g, mean_gx) = (sum_g / n, sum_gx / n);
-                    for (c, (gx, x)) in gx.chunks_mut(b.spatial).zip(x.chunks(b.spatial)).enumerate() {
-                        let gamma_c = gamma[first + c];
-                        for (g, x) in gx.iter_mut().zip(x) {
-                            let h = (x - mean) * rstd;
-                            *g = (*g * gamma_c - mean_g - h * mean_gx) * rstd;
-                        }
-                    }
+                    let channels = first..first + b.per_group;
+                    let (gamma, beta) = (&gamma[channels.clone()], &beta[channels.clone()]);
+                    block_backward(b.spatial, x, gx, (gamma, beta), epsilon, silu, (&mut gg[channels.clone()], &mut gb[channels]), (&mut xhat, &mut z));
                     (gg, gb, xhat, z)
                 },
             )
@@ -335,5 +306,75 @@ mod kernels {
                     (gg, gb)
                 },
             )
+    }
+
+    /// One (image, group) block's backward, both passes, with `gamma`, `beta`, `gg`, `gb` the
+    /// block's channels, `xhat` and `z` one plane of scratch each. Compiled for AVX-512 or
+    /// AVX2 where the CPU has them (`block_backward`): as plain x86-64 its element loops ran
+    /// four lanes wide, and the normalisation's backward took 1.15 ms on a 128 × 32 × 16 × 16
+    /// U-Net activation.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn block_backward_portable(spatial: usize, x: &[f32], gx: &mut [f32], (gamma, beta): (&[f32], &[f32]), epsilon: f64, silu: bool, (gg, gb): (&mut [f32], &mut [f32]), (xhat, z): (&mut [f32], &mut [f32])) {
+        let (mean, rstd) = statistics(x, epsilon);
+        // Pass 1: g (through SiLU's derivative) into gx, the parameter gradients, and the
+        // block sums of ĝ and ĝ x̂.
+        let (mut sum_g, mut sum_gx) = (0.0f32, 0.0f32);
+        for (c, (gx, x)) in gx.chunks_mut(spatial).zip(x.chunks(spatial)).enumerate() {
+            let (gamma_c, beta_c) = (gamma[c], beta[c]);
+            for (h, x) in xhat.iter_mut().zip(x) {
+                *h = (x - mean) * rstd;
+            }
+            if silu {
+                // gx ← grad·silu'(z), z = x̂γ + β.
+                for (z, h) in z.iter_mut().zip(xhat.iter()) {
+                    *z = h * gamma_c + beta_c;
+                }
+                simd::silu_backward(gx, z);
+            }
+            let (s_g, s_gx) = (simd::sum(gx), sum_of_products(gx, xhat));
+            gb[c] += s_g;
+            gg[c] += s_gx;
+            sum_g += s_g * gamma_c;
+            sum_gx += s_gx * gamma_c;
+        }
+        // Pass 2: ∂x = (ĝ − mean(ĝ) − x̂ mean(ĝ x̂))·rstd with ĝ = g γ_c.
+        let n = x.len() as f32;
+        let (mean_g, mean_gx) = (sum_g / n, sum_gx / n);
+        for (c, (gx, x)) in gx.chunks_mut(spatial).zip(x.chunks(spatial)).enumerate() {
+            let gamma_c = gamma[c];
+            for (g, x) in gx.iter_mut().zip(x) {
+                let h = (x - mean) * rstd;
+                *g = (*g * gamma_c - mean_g - h * mean_gx) * rstd;
+            }
+        }
+    }
+
+    /// [`block_backward_portable`] compiled for the widest vectors the CPU has.
+    #[allow(clippy::too_many_arguments)]
+    fn block_backward(spatial: usize, x: &[f32], gx: &mut [f32], params: (&[f32], &[f32]), epsilon: f64, silu: bool, grads: (&mut [f32], &mut [f32]), scratch: (&mut [f32], &mut [f32])) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            fn wide(spatial: usize, x: &[f32], gx: &mut [f32], params: (&[f32], &[f32]), epsilon: f64, silu: bool, grads: (&mut [f32], &mut [f32]), scratch: (&mut [f32], &mut [f32])) {
+                block_backward_portable(spatial, x, gx, params, epsilon, silu, grads, scratch)
+            }
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            fn narrow(spatial: usize, x: &[f32], gx: &mut [f32], params: (&[f32], &[f32]), epsilon: f64, silu: bool, grads: (&mut [f32], &mut [f32]), scratch: (&mut [f32], &mut [f32])) {
+                block_backward_portable(spatial, x, gx, params, epsilon, silu, grads, scratch)
+            }
+            use std::is_x86_feature_detected as has;
+            if has!("avx512f") && has!("avx512dq") && has!("avx2") && has!("fma") {
+                // SAFETY: the CPU has the features (checked above).
+                return unsafe { wide(spatial, x, gx, params, epsilon, silu, grads, scratch) };
+            }
+            if has!("avx2") && has!("fma") {
+                // SAFETY: as above.
+                return unsafe { narrow(spatial, x, gx, params, epsilon, silu, grads, scratch) };
+            }
+        }
+        block_backward_portable(spatial, x, gx, params, epsilon, silu, grads, scratch)
     }
 }
