@@ -888,9 +888,12 @@ pub(crate) mod simd {
     /// `grad ← grad·σ(z)(1 + z(1 − σ(z)))`.
     pub(crate) fn silu_backward(grad: &mut [f32], z: &[f32]) {
         #[cfg(target_arch = "x86_64")]
-        if let Level::Avx2 = level() {
+        match level() {
             // SAFETY: as in `silu`.
-            return unsafe { avx2::silu_backward(grad, z) };
+            Level::Avx2 => return unsafe { avx2::silu_backward(grad, z) },
+            // SAFETY: the CPU has AVX-512F (`level`).
+            Level::Avx512 => return unsafe { avx512::silu_backward(grad, z) },
+            Level::Baseline => {}
         }
         silu_backward_autovectorised(grad, z)
     }
@@ -901,8 +904,31 @@ pub(crate) mod simd {
     /// 6.7 (the rest is reading the image and writing the padded rows).
     #[cfg(target_arch = "x86_64")]
     mod avx512 {
-        use crate::sgemm::x86::silu16;
+        use crate::sgemm::x86::{sigmoid16, silu16};
         use std::arch::x86_64::*;
+
+        /// `grad ← grad·σ(z)(1 + z(1 − σ(z)))` (SiLU's derivative), 16 lanes at a time, the
+        /// tail masked (the autovectorised loop divides and leaves a scalar tail): 1–2% of a
+        /// U-Net training step, through the group normalisation's backward.
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn silu_backward(grad: &mut [f32], z: &[f32]) {
+            assert_eq!(grad.len(), z.len());
+            let (len, g, z) = (z.len(), grad.as_mut_ptr(), z.as_ptr());
+            unsafe {
+                let one = _mm512_set1_ps(1.0);
+                let mut i = 0;
+                while i < len {
+                    let mask = if len - i >= 16 { u16::MAX } else { ((1u32 << (len - i)) - 1) as u16 };
+                    let zi = _mm512_maskz_loadu_ps(mask, z.add(i));
+                    let s = sigmoid16(zi);
+                    // `1 − s` first, as the portable loop does: for large z, `(1 + z) − z·s` cancels.
+                    let d = _mm512_fmadd_ps(zi, _mm512_sub_ps(one, s), one);
+                    let gi = _mm512_maskz_loadu_ps(mask, g.add(i));
+                    _mm512_mask_storeu_ps(g.add(i), mask, _mm512_mul_ps(gi, _mm512_mul_ps(s, d)));
+                    i += 16;
+                }
+            }
+        }
 
         /// `y ← x·scale + shift`, then SiLU when `silu`: 16 lanes at a time, the tail through
         /// masked loads and stores (every element sees the same arithmetic).

@@ -1722,7 +1722,7 @@ pub(crate) mod x86 {
 
     /// `σ(z) = 1 / (1 + e⁻ᶻ)` on 16 lanes.
     #[inline(always)]
-    unsafe fn sigmoid16(z: __m512) -> __m512 {
+    pub(crate) unsafe fn sigmoid16(z: __m512) -> __m512 {
         unsafe { _mm512_div_ps(_mm512_set1_ps(1.0), _mm512_add_ps(_mm512_set1_ps(1.0), exp16(_mm512_sub_ps(_mm512_setzero_ps(), z)))) }
     }
 
