@@ -713,28 +713,30 @@ pub(crate) mod simd {
                     fn narrow($($arg: $ty),*) $(-> $ret)? {
                         $portable($($arg),*)
                     }
-                    match level() {
+                    match $crate::flex::simd::level() {
                         // SAFETY: the CPU has the features (checked at run time).
-                        Level::Avx512 => return unsafe { wide($($arg),*) },
-                        Level::Avx2 => return unsafe { narrow($($arg),*) },
-                        Level::Baseline => {}
+                        $crate::flex::simd::Level::Avx512 => return unsafe { wide($($arg),*) },
+                        $crate::flex::simd::Level::Avx2 => return unsafe { narrow($($arg),*) },
+                        $crate::flex::simd::Level::Baseline => {}
                     }
                 }
                 $portable($($arg),*)
             }
         };
     }
+    /// For loops outside this module (the group normalisation's backward).
+    pub(crate) use dispatch;
 
     #[cfg(target_arch = "x86_64")]
     #[derive(Clone, Copy)]
-    enum Level {
+    pub(crate) enum Level {
         Avx512,
         Avx2,
         Baseline,
     }
 
     #[cfg(target_arch = "x86_64")]
-    fn level() -> Level {
+    pub(crate) fn level() -> Level {
         use std::is_x86_feature_detected as has;
         if has!("avx512f") && has!("avx512dq") && has!("avx2") && has!("fma") {
             Level::Avx512
@@ -907,42 +909,47 @@ pub(crate) mod simd {
         use crate::sgemm::x86::{sigmoid16, silu16};
         use std::arch::x86_64::*;
 
-        /// `grad ← grad·σ(z)(1 + z(1 − σ(z)))` (SiLU's derivative), 16 lanes at a time, the
-        /// tail masked (the autovectorised loop divides and leaves a scalar tail): 1–2% of a
-        /// U-Net training step, through the group normalisation's backward.
-        #[target_feature(enable = "avx512f")]
-        pub(super) unsafe fn silu_backward(grad: &mut [f32], z: &[f32]) {
-            assert_eq!(grad.len(), z.len());
-            let (len, g, z) = (z.len(), grad.as_mut_ptr(), z.as_ptr());
-            unsafe {
-                let one = _mm512_set1_ps(1.0);
-                let mut i = 0;
-                while i < len {
-                    let mask = if len - i >= 16 { u16::MAX } else { ((1u32 << (len - i)) - 1) as u16 };
-                    let zi = _mm512_maskz_loadu_ps(mask, z.add(i));
-                    let s = sigmoid16(zi);
-                    // `1 − s` first, as the portable loop does: for large z, `(1 + z) − z·s` cancels.
-                    let d = _mm512_fmadd_ps(zi, _mm512_sub_ps(one, s), one);
-                    let gi = _mm512_maskz_loadu_ps(mask, g.add(i));
-                    _mm512_mask_storeu_ps(g.add(i), mask, _mm512_mul_ps(gi, _mm512_mul_ps(s, d)));
-                    i += 16;
+        /// Applies `f` to `len` elements of the `inputs` 16 lanes at a time into `out`, the tail
+        /// through masked loads and stores (every element sees the same arithmetic).
+        #[inline(always)]
+        unsafe fn map<const N: usize>(out: *mut f32, inputs: [*const f32; N], len: usize, f: impl Fn([__m512; N]) -> __m512) {
+            let mut i = 0;
+            while i < len {
+                let mask = if len - i >= 16 { u16::MAX } else { ((1u32 << (len - i)) - 1) as u16 };
+                unsafe {
+                    let v = inputs.map(|p| _mm512_maskz_loadu_ps(mask, p.add(i)));
+                    _mm512_mask_storeu_ps(out.add(i), mask, f(v));
                 }
+                i += 16;
             }
         }
 
-        /// `y ← x·scale + shift`, then SiLU when `silu`: 16 lanes at a time, the tail through
-        /// masked loads and stores (every element sees the same arithmetic).
+        /// `grad ← grad·σ(z)(1 + z(1 − σ(z)))` (SiLU's derivative); the autovectorised loop
+        /// divides and leaves a scalar tail: 1–2% of a U-Net training step, through the group
+        /// normalisation's backward.
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn silu_backward(grad: &mut [f32], z: &[f32]) {
+            assert_eq!(grad.len(), z.len());
+            let g = grad.as_mut_ptr();
+            unsafe {
+                map(g, [g as *const f32, z.as_ptr()], z.len(), |[g, z]| {
+                    let (one, s) = (_mm512_set1_ps(1.0), sigmoid16(z));
+                    // `1 − s` first, as the portable loop does: for large z, `(1 + z) − z·s` cancels.
+                    let d = _mm512_fmadd_ps(z, _mm512_sub_ps(one, s), one);
+                    _mm512_mul_ps(g, _mm512_mul_ps(s, d))
+                })
+            }
+        }
+
+        /// `y ← x·scale + shift`, then SiLU when `silu`.
         #[target_feature(enable = "avx512f")]
         pub(super) unsafe fn scale_shift(y: *mut f32, x: &[f32], scale: f32, shift: f32, silu: bool) {
             let (a, b) = (_mm512_set1_ps(scale), _mm512_set1_ps(shift));
-            let (len, x) = (x.len(), x.as_ptr());
             unsafe {
-                let mut i = 0;
-                while i < len {
-                    let mask = if len - i >= 16 { u16::MAX } else { ((1u32 << (len - i)) - 1) as u16 };
-                    let z = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, x.add(i)), a, b);
-                    _mm512_mask_storeu_ps(y.add(i), mask, if silu { silu16(z) } else { z });
-                    i += 16;
+                if silu {
+                    map(y, [x.as_ptr()], x.len(), |[x]| silu16(_mm512_fmadd_ps(x, a, b)))
+                } else {
+                    map(y, [x.as_ptr()], x.len(), |[x]| _mm512_fmadd_ps(x, a, b))
                 }
             }
         }

@@ -293,7 +293,7 @@ mod kernels {
                     let first = (index % groups) * b.per_group;
                     let channels = first..first + b.per_group;
                     let (gamma, beta) = (&gamma[channels.clone()], &beta[channels.clone()]);
-                    block_backward(b.spatial, x, gx, (gamma, beta), epsilon, silu, (&mut gg[channels.clone()], &mut gb[channels]), (&mut xhat, &mut z));
+                    block_backward(b.spatial, x, gx, (gamma, beta), (epsilon, silu), (&mut gg[channels.clone()], &mut gb[channels]), (&mut xhat, &mut z));
                     (gg, gb, xhat, z)
                 },
             )
@@ -309,13 +309,12 @@ mod kernels {
     }
 
     /// One (image, group) block's backward, both passes, with `gamma`, `beta`, `gg`, `gb` the
-    /// block's channels, `xhat` and `z` one plane of scratch each. Compiled for AVX-512 or
-    /// AVX2 where the CPU has them (`block_backward`): as plain x86-64 its element loops ran
-    /// four lanes wide, and the normalisation's backward took 1.15 ms on a 128 × 32 × 16 × 16
-    /// U-Net activation.
+    /// block's channels, `xhat` and `z` one plane of scratch each, and `(ε, SiLU or not)`.
+    /// Compiled for AVX-512 or AVX2 where the CPU has them (`block_backward`): as plain x86-64
+    /// its element loops ran four lanes wide, and the normalisation's backward took 1.15 ms on
+    /// a 128 × 32 × 16 × 16 U-Net activation.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn block_backward_portable(spatial: usize, x: &[f32], gx: &mut [f32], (gamma, beta): (&[f32], &[f32]), epsilon: f64, silu: bool, (gg, gb): (&mut [f32], &mut [f32]), (xhat, z): (&mut [f32], &mut [f32])) {
+    fn block_backward_portable(spatial: usize, x: &[f32], gx: &mut [f32], (gamma, beta): (&[f32], &[f32]), (epsilon, silu): (f64, bool), (gg, gb): (&mut [f32], &mut [f32]), (xhat, z): (&mut [f32], &mut [f32])) {
         let (mean, rstd) = statistics(x, epsilon);
         // Pass 1: g (through SiLU's derivative) into gx, the parameter gradients, and the
         // block sums of ĝ and ĝ x̂.
@@ -350,31 +349,8 @@ mod kernels {
         }
     }
 
-    /// [`block_backward_portable`] compiled for the widest vectors the CPU has.
-    #[allow(clippy::too_many_arguments)]
-    fn block_backward(spatial: usize, x: &[f32], gx: &mut [f32], params: (&[f32], &[f32]), epsilon: f64, silu: bool, grads: (&mut [f32], &mut [f32]), scratch: (&mut [f32], &mut [f32])) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-            #[allow(clippy::too_many_arguments)]
-            fn wide(spatial: usize, x: &[f32], gx: &mut [f32], params: (&[f32], &[f32]), epsilon: f64, silu: bool, grads: (&mut [f32], &mut [f32]), scratch: (&mut [f32], &mut [f32])) {
-                block_backward_portable(spatial, x, gx, params, epsilon, silu, grads, scratch)
-            }
-            #[target_feature(enable = "avx2,fma")]
-            #[allow(clippy::too_many_arguments)]
-            fn narrow(spatial: usize, x: &[f32], gx: &mut [f32], params: (&[f32], &[f32]), epsilon: f64, silu: bool, grads: (&mut [f32], &mut [f32]), scratch: (&mut [f32], &mut [f32])) {
-                block_backward_portable(spatial, x, gx, params, epsilon, silu, grads, scratch)
-            }
-            use std::is_x86_feature_detected as has;
-            if has!("avx512f") && has!("avx512dq") && has!("avx2") && has!("fma") {
-                // SAFETY: the CPU has the features (checked above).
-                return unsafe { wide(spatial, x, gx, params, epsilon, silu, grads, scratch) };
-            }
-            if has!("avx2") && has!("fma") {
-                // SAFETY: as above.
-                return unsafe { narrow(spatial, x, gx, params, epsilon, silu, grads, scratch) };
-            }
-        }
-        block_backward_portable(spatial, x, gx, params, epsilon, silu, grads, scratch)
+    simd::dispatch! {
+        /// [`block_backward_portable`] compiled for the widest vectors the CPU has.
+        fn block_backward(spatial: usize, x: &[f32], gx: &mut [f32], params: (&[f32], &[f32]), settings: (f64, bool), grads: (&mut [f32], &mut [f32]), scratch: (&mut [f32], &mut [f32])) => block_backward_portable
     }
 }
