@@ -1769,60 +1769,46 @@ pub(crate) mod x86 {
                     }
                 }
             }
-            if b.offsets.is_null() {
-                let mut bp = b.ptr;
+            /// The depth loop, B's row `p` from `row(p)` (called for `p` in order): pairs of steps where A is read in
+            /// place ([`step2`]), single steps otherwise and for an odd last step.
+            #[inline(always)]
+            unsafe fn depth<const PACKED: bool, const MR: usize>(acc: &mut [[__m512; 2]; MR], a: *const f32, lda: usize, kc: usize, mut row: impl FnMut(usize) -> (__m512, __m512)) {
                 let mut p = 0;
                 if !PACKED {
                     while p + 2 <= kc {
-                        step2::<MR>(&mut acc, a, lda, p, [_mm512_loadu_ps(bp), _mm512_loadu_ps(bp.add(16)), _mm512_loadu_ps(bp.add(32)), _mm512_loadu_ps(bp.add(48))]);
-                        bp = bp.add(64);
+                        let ((b0, b1), (b2, b3)) = (row(p), row(p + 1));
+                        unsafe { step2::<MR>(acc, a, lda, p, [b0, b1, b2, b3]) };
                         p += 2;
                     }
                 }
                 while p < kc {
-                    step::<PACKED, MR>(&mut acc, a, lda, p, _mm512_loadu_ps(bp), _mm512_loadu_ps(bp.add(16)));
-                    bp = bp.add(32);
+                    let (b0, b1) = row(p);
+                    unsafe { step::<PACKED, MR>(acc, a, lda, p, b0, b1) };
                     p += 1;
                 }
+            }
+            if b.offsets.is_null() {
+                // Packed: rows in order, 32 floats apart (a running pointer, not `p·32`).
+                let mut bp = b.ptr;
+                depth::<PACKED, MR>(&mut acc, a, lda, kc, |_| {
+                    let row = (_mm512_loadu_ps(bp), _mm512_loadu_ps(bp.add(16)));
+                    bp = bp.add(32);
+                    row
+                });
             } else if !b.masks.is_null() {
                 // Row-padded images (see `BPanel`): each half is whole output rows, the lanes
                 // that would wrap into the neighbouring row masked to zero.
-                let mut p = 0;
-                if !PACKED {
-                    while p + 2 <= kc {
-                        let (o0, o1) = (*b.offsets.add(p), *b.offsets.add(p + 1));
-                        let (m0, m1) = (*b.masks.add(p), *b.masks.add(p + 1));
-                        let halves = [
-                            _mm512_maskz_loadu_ps(m0, b.ptr.offset(o0)),
-                            _mm512_maskz_loadu_ps(m0, b.second.offset(o0)),
-                            _mm512_maskz_loadu_ps(m1, b.ptr.offset(o1)),
-                            _mm512_maskz_loadu_ps(m1, b.second.offset(o1)),
-                        ];
-                        step2::<MR>(&mut acc, a, lda, p, halves);
-                        p += 2;
-                    }
-                }
-                while p < kc {
+                depth::<PACKED, MR>(&mut acc, a, lda, kc, |p| {
                     let (offset, mask) = (*b.offsets.add(p), *b.masks.add(p));
-                    step::<PACKED, MR>(&mut acc, a, lda, p, _mm512_maskz_loadu_ps(mask, b.ptr.offset(offset)), _mm512_maskz_loadu_ps(mask, b.second.offset(offset)));
-                    p += 1;
-                }
+                    (_mm512_maskz_loadu_ps(mask, b.ptr.offset(offset)), _mm512_maskz_loadu_ps(mask, b.second.offset(offset)))
+                });
             } else {
                 // B read in place from the padded images (see `BPanel`): each 16-lane half of
                 // the sliver is one output row's run of an image row.
-                let mut p = 0;
-                if !PACKED {
-                    while p + 2 <= kc {
-                        let (o0, o1) = (*b.offsets.add(p), *b.offsets.add(p + 1));
-                        step2::<MR>(&mut acc, a, lda, p, [_mm512_loadu_ps(b.ptr.offset(o0)), _mm512_loadu_ps(b.second.offset(o0)), _mm512_loadu_ps(b.ptr.offset(o1)), _mm512_loadu_ps(b.second.offset(o1))]);
-                        p += 2;
-                    }
-                }
-                while p < kc {
+                depth::<PACKED, MR>(&mut acc, a, lda, kc, |p| {
                     let offset = *b.offsets.add(p);
-                    step::<PACKED, MR>(&mut acc, a, lda, p, _mm512_loadu_ps(b.ptr.offset(offset)), _mm512_loadu_ps(b.second.offset(offset)));
-                    p += 1;
-                }
+                    (_mm512_loadu_ps(b.ptr.offset(offset)), _mm512_loadu_ps(b.second.offset(offset)))
+                });
             }
             finish_tile_512::<MR>(acc, c, rsc, accumulate, epi, rows, cols);
         }
@@ -2199,3 +2185,4 @@ pub(crate) mod tests {
         }
     }
 }
+
