@@ -10,6 +10,7 @@
 //! cargo bench --bench workloads --features wgpu -- --device wgpu  # on another backend (cuda needs the network to build)
 //! cargo bench --bench workloads -- --system-allocator  # without flowforge::allocator::retain_freed_memory
 //! cargo bench --bench workloads -- --caller-outside-pool  # without flowforge::threads::compute_on_calling_thread
+//! cargo bench --bench workloads -- --workers-sleep     # without flowforge::threads::keep_workers_polling
 //! ```
 //!
 //! W0 `gemm_peak` (1,024³ and 2,048³ f32 GEMM by burn's matmul and by flowforge's kernel; the
@@ -350,6 +351,10 @@ fn main() -> std::process::ExitCode {
     // to pool threads while this thread sleeps).
     let computes = !args.iter().any(|a| a == "--caller-outside-pool") && flowforge::threads::compute_on_calling_thread();
     eprintln!("threads: {}", if computes { "this thread is a compute thread (flowforge::threads)" } else { "work handed to rayon's pool (defaults)" });
+    // `--workers-sleep` lets the other pool threads sleep between parallel regions (rayon's
+    // default) instead of polling for work while a workload runs, as PyTorch's OpenMP threads do.
+    let polling = computes && !args.iter().any(|a| a == "--workers-sleep");
+    eprintln!("workers: {}", if polling { "poll for work while a workload runs (flowforge::threads::keep_workers_polling)" } else { "sleep between parallel regions (defaults)" });
     // `--device NAME` runs every workload on that backend (`flowforge::device`: default, flex,
     // ndarray, wgpu, cuda; the backend's cargo feature must be on).
     let (backend, device) = match args.iter().position(|a| a == "--device").and_then(|i| args.get(i + 1)) {
@@ -371,6 +376,7 @@ fn main() -> std::process::ExitCode {
             continue;
         }
         let start = Instant::now();
+        let _polling = if polling { flowforge::threads::keep_workers_polling() } else { None };
         match run(&device) {
             Ok(mut fields) => {
                 field(&mut fields, "wall_s", format!("{:.2}", start.elapsed().as_secs_f64()));

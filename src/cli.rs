@@ -252,10 +252,14 @@ pub fn ensure_writable(folder: &Path) -> Result<(), ArgError> {
 
 /// Runs an example's body: prints `--help` and exits 0, prints any error with its message
 /// (not its `Debug` form) and exits 1. The calling thread becomes one of the compute threads
-/// first ([`crate::threads::compute_on_calling_thread`]).
+/// first ([`crate::threads::compute_on_calling_thread`]), and the other pool threads poll for
+/// work while the body runs ([`crate::threads::keep_workers_polling`]).
 pub fn main(body: impl FnOnce() -> Result<(), Box<dyn std::error::Error>>) -> ExitCode {
     crate::threads::compute_on_calling_thread();
-    match body() {
+    let polling = crate::threads::keep_workers_polling();
+    let outcome = body();
+    drop(polling);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => match error.downcast_ref::<ArgError>() {
             Some(ArgError::Help(usage)) => {

@@ -29,3 +29,51 @@ pub fn compute_on_calling_thread() -> bool {
 pub fn calling_thread_computes() -> bool {
     rayon::current_thread_index().is_some()
 }
+
+/// While it lives, rayon's other pool threads poll for work instead of sleeping between
+/// parallel regions ([`keep_workers_polling`]); dropping it lets them sleep again.
+#[must_use = "the workers poll only while the guard lives"]
+pub struct PollingWorkers {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for PollingWorkers {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Keep rayon's other pool threads polling for work, one core each, until the returned guard is
+/// dropped: a parallel region this thread starts is then picked up at once rather than after a
+/// futex wake-up. Returns `None`, doing nothing, when the calling thread is not a pool thread
+/// (call [`compute_on_calling_thread`] first).
+///
+/// Why: an idle rayon thread yields for a few dozen rounds and then sleeps, and waking it costs
+/// 7–30 µs. A batch-256 training step of the W1 MLP is about 1.5 ms of some ten parallel
+/// regions with serial work between them (autodiff bookkeeping, small ops), so the other core
+/// slept and was woken several times a step. Polling took the W3 step at batch 256 from
+/// 1.44–1.54 to 1.10–1.20 ms and W1 / W2 training from 591–628 to 730–747 steps/s on a
+/// two-core Sapphire Rapids (`docs/performance.md`, session 28). PyTorch's OpenMP threads do
+/// the same by default (libgomp spins `GOMP_SPINCOUNT` = 300,000 rounds before sleeping).
+///
+/// Each polling thread runs a job that executes whatever work it finds (`rayon::yield_now`)
+/// and spins otherwise, so nothing waits on it; it keeps its core busy while the guard lives,
+/// which is the price: hold the guard around training and sampling loops, not for a whole
+/// program that mostly waits.
+pub fn keep_workers_polling() -> Option<PollingWorkers> {
+    let me = rayon::current_thread_index()?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    rayon::spawn_broadcast(move |context| {
+        // The calling thread's own copy of the job returns at once.
+        if context.index() == me {
+            return;
+        }
+        while !flag.load(std::sync::atomic::Ordering::Acquire) {
+            if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    Some(PollingWorkers { stop })
+}
