@@ -60,6 +60,11 @@ impl Drop for PollingWorkers {
 /// and spins otherwise, so nothing waits on it; it keeps its core busy while the guard lives,
 /// which is the price: hold the guard around training and sampling loops, not for a whole
 /// program that mostly waits.
+///
+/// Take it from the thread that drives the loop, outside any parallel region, as the examples
+/// do. (A polling job can start on a thread while one of its jobs waits for another; taken
+/// inside a parallel region, the guard's owner could end up waiting for that suspended job,
+/// which only resumes once the guard is dropped.)
 pub fn keep_workers_polling() -> Option<PollingWorkers> {
     let me = rayon::current_thread_index()?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
