@@ -1701,34 +1701,36 @@ pub(crate) mod x86 {
         unsafe { kernel_body::<false, 12>(kc, a, lda, b, c, rsc, accumulate, epi, rows, cols) }
     }
 
-    /// `eᶻ` on 16 lanes: `2ⁿ·p(r)`, `z = n ln 2 + r` (the Cephes polynomial of `simd::exp`),
-    /// `2ⁿ` applied by `vscalefps`. Inputs clamped to [−87.3, 88.7].
+    /// `1 + e⁻ᶻ` on 16 lanes: the arithmetic of [`one_plus_exp_neg8`] (constants in
+    /// `flex::simd::exp_neg`), so the AVX-512 and AVX2 kernels give the same bits. It replaced a
+    /// Cephes `exp` built on `vroundscaleps` and `vscalefps` (three more operations a vector on
+    /// the FMA ports; see `docs/performance.md`, session 28).
     #[inline(always)]
-    unsafe fn exp16(x: __m512) -> __m512 {
+    unsafe fn one_plus_exp_neg16(z: __m512) -> __m512 {
         unsafe {
-            let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3)), _mm512_set1_ps(88.7));
-            let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)));
-            let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-            let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-            let mut p = _mm512_set1_ps(1.987_569_1e-4);
-            for coefficient in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
-                p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(coefficient));
+            use crate::flex::simd::exp_neg::*;
+            let z = _mm512_min_ps(_mm512_max_ps(z, _mm512_set1_ps(Z_MIN)), _mm512_set1_ps(Z_MAX));
+            let t = _mm512_fmadd_ps(z, _mm512_set1_ps(NEG_LOG2E), _mm512_set1_ps(ROUND_BIASED));
+            let n = _mm512_sub_ps(t, _mm512_set1_ps(ROUND_BIASED));
+            let r = _mm512_fmadd_ps(n, _mm512_set1_ps(LN2_LO), _mm512_fmadd_ps(n, _mm512_set1_ps(LN2_HI), z));
+            let mut q = _mm512_set1_ps(POLY[0]);
+            for &coefficient in &POLY[1..] {
+                q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(coefficient));
             }
-            let e_r = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0));
-            _mm512_scalef_ps(e_r, n)
+            _mm512_fmadd_ps(q, _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_castps_si512(t))), _mm512_set1_ps(1.0))
         }
     }
 
     /// `z·σ(z) = z / (1 + e⁻ᶻ)` on 16 lanes.
     #[inline(always)]
     pub(crate) unsafe fn silu16(z: __m512) -> __m512 {
-        unsafe { _mm512_div_ps(z, _mm512_add_ps(_mm512_set1_ps(1.0), exp16(_mm512_sub_ps(_mm512_setzero_ps(), z)))) }
+        unsafe { _mm512_div_ps(z, one_plus_exp_neg16(z)) }
     }
 
     /// `σ(z) = 1 / (1 + e⁻ᶻ)` on 16 lanes.
     #[inline(always)]
     pub(crate) unsafe fn sigmoid16(z: __m512) -> __m512 {
-        unsafe { _mm512_div_ps(_mm512_set1_ps(1.0), _mm512_add_ps(_mm512_set1_ps(1.0), exp16(_mm512_sub_ps(_mm512_setzero_ps(), z)))) }
+        unsafe { _mm512_div_ps(_mm512_set1_ps(1.0), one_plus_exp_neg16(z)) }
     }
 
     #[inline(always)]
