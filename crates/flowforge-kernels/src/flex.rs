@@ -57,6 +57,25 @@ pub trait FusedLinearBackend: Backend {
         Self::fused_linear(h, w2, b2, false)
     }
 
+    /// An MLP of SiLU layers and a linear output layer: `x` `[m, w₀]` → `[m, w_L]`, with
+    /// `widths = [w₀, …, w_L]`, `weights` every `Wᵢ` (`[wᵢ, wᵢ₊₁]`, row-major) flattened one after
+    /// the other and `biases` every `bᵢ` (`[wᵢ₊₁]`) likewise; SiLU after every layer but the
+    /// last. (One flat tensor each because the extension macro routes no `Vec` of tensors.) Where
+    /// a backend fuses it, each block of rows goes through every layer while its activations are
+    /// in cache. No backward of its own: training goes through the layers.
+    fn fused_silu_mlp(x: FloatTensor<Self>, weights: FloatTensor<Self>, biases: FloatTensor<Self>, widths: Vec<usize>) -> FloatTensor<Self> {
+        let (mut w_at, mut b_at) = (0, 0);
+        let mut h = x;
+        for (i, pair) in widths.windows(2).enumerate() {
+            let (k, n) = (pair[0], pair[1]);
+            let w = Self::float_reshape(Self::float_slice(weights.clone(), &[burn::tensor::Slice::from(w_at..w_at + k * n)]), Shape::new([k, n]));
+            let b = Self::float_slice(biases.clone(), &[burn::tensor::Slice::from(b_at..b_at + n)]);
+            h = Self::fused_linear(h, w, b, i + 2 < widths.len());
+            (w_at, b_at) = (w_at + k * n, b_at + n);
+        }
+        h
+    }
+
     /// `(∂x, ∂W, ∂b)` from the output gradient `grad`. With `silu`, `output` and `sigmoid` are
     /// the forward's `y = silu(z)` and `σ(z)`, and `∂z = grad·(σ + y(1 − σ))`; without, they
     /// are not read.
@@ -113,6 +132,15 @@ pub(crate) fn linear(x: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>, activatio
     Tensor::from_dispatch(<burn::backend::Dispatch as FusedLinearBackend>::fused_linear(x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch(), silu))
 }
 
+/// The MLP `layers` (weights `[wᵢ, wᵢ₊₁]` chaining from `x`'s width, biases `[wᵢ₊₁]`) through
+/// [`FusedLinearBackend::fused_silu_mlp`]: the weights and biases flattened into one tensor each.
+pub(crate) fn silu_mlp(x: Tensor<2>, layers: &[(Tensor<2>, Tensor<1>)]) -> Tensor<2> {
+    let widths: Vec<usize> = std::iter::once(x.dims()[1]).chain(layers.iter().map(|(w, _)| w.dims()[1])).collect();
+    let weights = Tensor::cat(layers.iter().map(|(w, _)| w.clone().reshape([-1])).collect(), 0);
+    let biases = Tensor::cat(layers.iter().map(|(_, b)| b.clone()).collect(), 0);
+    Tensor::from_dispatch(<burn::backend::Dispatch as FusedLinearBackend>::fused_silu_mlp(x.into_dispatch(), weights.into_dispatch(), biases.into_dispatch(), widths))
+}
+
 pub(crate) fn linear_silu_linear(x: Tensor<2>, w1: Tensor<2>, b1: Tensor<1>, w2: Tensor<2>, b2: Tensor<1>) -> Tensor<2> {
     Tensor::from_dispatch(<burn::backend::Dispatch as FusedLinearBackend>::fused_linear_silu_linear(
         x.into_dispatch(),
@@ -141,6 +169,22 @@ impl FusedLinearBackend for Flex {
         let outputs = w2.layout().shape()[1];
         let y = kernels::linear_silu_linear_forward(&f32_data(&x), (&f32_data(&w1), &f32_data(&b1)), (&f32_data(&w2), &f32_data(&b2)), (m, k, n, outputs));
         from_vec(y, m, outputs)
+    }
+
+    fn fused_silu_mlp(x: FlexTensor, weights: FlexTensor, biases: FlexTensor, widths: Vec<usize>) -> FlexTensor {
+        let m = x.layout().shape()[0];
+        let (weights, biases) = (f32_data(&weights), f32_data(&biases));
+        let (mut w_at, mut b_at) = (0, 0);
+        let layers: Vec<(&[f32], &[f32])> = widths
+            .windows(2)
+            .map(|pair| {
+                let (w, b) = (&weights[w_at..w_at + pair[0] * pair[1]], &biases[b_at..b_at + pair[1]]);
+                (w_at, b_at) = (w_at + w.len(), b_at + b.len());
+                (w, b)
+            })
+            .collect();
+        let y = kernels::silu_mlp_forward(&f32_data(&x), &layers, &widths, m);
+        from_vec(y, m, widths[widths.len() - 1])
     }
 
     fn fused_silu(x: FlexTensor) -> FlexTensor {
@@ -560,6 +604,157 @@ pub(crate) mod kernels {
         }
         let (h, _) = linear_forward(x, w1, b1, m, k, n, true, false);
         linear_forward(&h, w2, b2, m, n, p, false, false).0
+    }
+
+    /// A layer of the row-blocked MLP evaluation: how its product runs on a block of rows.
+    enum BlockLayer<'a> {
+        /// The thin-depth SiLU loop ([`simd::thin_linear_silu`]): depth at most 4.
+        ThinDepth { w: &'a [f32], b: &'a [f32] },
+        /// Our GEMM on weights packed once, the bias (and SiLU) in its epilogue.
+        Gemm { w: crate::sgemm::PackedB, b: &'a [f32], silu: bool },
+        /// The dot-product loop of a thin output ([`crate::sgemm::Head`]) onto bias rows.
+        ThinOut { columns: Vec<f32> },
+    }
+
+    thread_local! {
+        /// Each worker's two blocks of hidden activations (one layer's input, the next's output).
+        static MLP_BLOCKS: std::cell::RefCell<[Vec<f32>; 2]> = const { std::cell::RefCell::new([Vec::new(), Vec::new()]) };
+    }
+
+    /// `y = W_L·(silu(… silu(x·W₀ + b₀) …)) + b_L`, an MLP of SiLU layers and a linear output
+    /// layer (`layers[i] = (Wᵢ, bᵢ)`, `Wᵢ` `widths[i] × widths[i + 1]` row-major, `m` rows of
+    /// `x`), evaluated one block of rows at a time: each worker takes a block of about a hundred
+    /// rows through every layer while its activations stay in L2, the weights packed once for all
+    /// blocks. The layer-by-layer evaluation ([`linear_forward`], [`linear_silu_linear_forward`])
+    /// writes each hidden layer's 10 MB (W1's sampling batch) to memory and reads it back, in one
+    /// parallel region per layer.
+    ///
+    /// Every kernel and every sum is the one the layer-by-layer evaluation runs, so `y` is the
+    /// same to the bit; where some layer would not run on those kernels (no AVX2, too few rows,
+    /// thin hidden layers, more than 4,096 outputs) this is that evaluation.
+    pub(super) fn silu_mlp_forward(x: &[f32], layers: &[(&[f32], &[f32])], widths: &[usize], m: usize) -> Vec<f32> {
+        let depth = layers.len();
+        assert!(depth >= 1 && widths.len() == depth + 1 && x.len() >= m * widths[0]);
+        for (i, (w, b)) in layers.iter().enumerate() {
+            assert!(w.len() >= widths[i] * widths[i + 1] && b.len() >= widths[i + 1]);
+        }
+        let layered = || {
+            let mut h = Cow::Borrowed(&x[..m * widths[0]]);
+            for i in 0..depth.saturating_sub(2) {
+                h = Cow::Owned(linear_forward(&h, layers[i].0, layers[i].1, m, widths[i], widths[i + 1], true, false).0);
+            }
+            match depth {
+                1 => linear_forward(&h, layers[0].0, layers[0].1, m, widths[0], widths[1], false, false).0,
+                _ => {
+                    let (k, n, p) = (widths[depth - 2], widths[depth - 1], widths[depth]);
+                    linear_silu_linear_forward(&h, layers[depth - 2], layers[depth - 1], (m, k, n, p))
+                }
+            }
+        };
+        let Some(plan) = block_plan(layers, widths, m) else { return layered() };
+        let p = widths[depth];
+        let mut y = Vec::<f32>::with_capacity(m * p);
+        if let Some(BlockLayer::ThinOut { .. }) = plan.last() {
+            y = bias_rows(&layers[depth - 1].1[..p], m);
+        }
+        let rows = match plan.iter().find_map(|l| if let BlockLayer::Gemm { w, .. } = l { Some(w.block_rows()) } else { None }) {
+            Some(rows) => rows,
+            None => return layered(),
+        };
+        let widest = widths[1..depth].iter().copied().max().unwrap_or(0);
+        let out = SendPtr(y.as_mut_ptr());
+        let block = |index: usize| {
+            let (r0, mb) = (index * rows, rows.min(m - index * rows));
+            MLP_BLOCKS.with_borrow_mut(|[from, to]| {
+                for buffer in [&mut *from, &mut *to] {
+                    if buffer.len() < rows * widest {
+                        buffer.resize(rows * widest, 0.0);
+                    }
+                }
+                let mut input = x[r0 * widths[0]..(r0 + mb) * widths[0]].as_ptr();
+                for (i, layer) in plan.iter().enumerate() {
+                    let (k, n) = (widths[i], widths[i + 1]);
+                    let last = i + 1 == depth;
+                    // The hidden output into the buffer that is not this layer's input; the
+                    // last layer's into its rows of y.
+                    let target = if last { out.row(r0 * n) } else if i % 2 == 0 { from.as_mut_ptr() } else { to.as_mut_ptr() };
+                    match layer {
+                        BlockLayer::ThinDepth { w, b } => {
+                            // SAFETY: target holds `mb × n` floats (a buffer of `rows × widest`).
+                            let y = unsafe { std::slice::from_raw_parts_mut(target.cast::<std::mem::MaybeUninit<f32>>(), mb * n) };
+                            let x = unsafe { std::slice::from_raw_parts(input, mb * k) };
+                            assert!(simd::thin_linear_silu(y, x, k, w, b), "block_plan checked the thin-depth kernel");
+                        }
+                        BlockLayer::Gemm { w, b, silu } => {
+                            let epilogue = crate::sgemm::Epilogue { bias: b.as_ptr(), row_bias: std::ptr::null(), silu: if *silu { target } else { std::ptr::null_mut() } };
+                            let a = crate::sgemm::MatRef { ptr: input, rs: k, cs: 1 };
+                            // SAFETY: the input holds `mb × k` floats, the target room for
+                            // `mb × n`, and they do not overlap (two buffers, or y).
+                            unsafe { crate::sgemm::sgemm_packed(mb, a, w, target, n, epilogue) };
+                        }
+                        BlockLayer::ThinOut { columns } => {
+                            let head = crate::sgemm::Head { weight: columns.as_ptr(), cols: n, out: target };
+                            // SAFETY: the input is `mb × k`, the columns `n × k`, and the
+                            // block's rows of y hold the bias.
+                            unsafe { head.apply(input, k, k, 0, mb) };
+                        }
+                    }
+                    input = target;
+                }
+            });
+        };
+        let blocks = m.div_ceil(rows);
+        if m * widest >= EPILOGUE_PARALLEL {
+            (0..blocks).into_par_iter().for_each(block);
+        } else {
+            (0..blocks).for_each(block);
+        }
+        // SAFETY: every block wrote (or, onto its bias rows, accumulated into) its rows of y.
+        unsafe { y.set_len(m * p) };
+        y
+    }
+
+    /// How each layer of [`silu_mlp_forward`] runs on a block of rows, where every layer runs on
+    /// the kernels the layer-by-layer evaluation would use for all `m` rows; `None` elsewhere.
+    fn block_plan<'a>(layers: &[(&'a [f32], &'a [f32])], widths: &[usize], m: usize) -> Option<Vec<BlockLayer<'a>>> {
+        let depth = layers.len();
+        if depth < 2 || !matches!(simd::level(), simd::Level::Avx2 | simd::Level::Avx512) {
+            return None;
+        }
+        let mut plan = Vec::with_capacity(depth);
+        for (i, &(w, b)) in layers.iter().enumerate() {
+            let (k, n) = (widths[i], widths[i + 1]);
+            let gemm = || {
+                // SAFETY: w holds k × n floats (asserted by the caller).
+                let packed = crate::sgemm::serves(m, n).then(|| unsafe { crate::sgemm::PackedB::new(k, n, crate::sgemm::MatRef { ptr: w.as_ptr(), rs: n, cs: 1 }) });
+                packed.flatten().map(|w| BlockLayer::Gemm { w, b, silu: i + 1 < depth })
+            };
+            plan.push(match i {
+                0 if thin_depth_silu(k, n) => BlockLayer::ThinDepth { w: &w[..k * n], b: &b[..n] },
+                // The layer-by-layer path's output layer after a GEMM hidden layer: the head.
+                _ if i + 1 == depth && (1..=crate::thin::THIN).contains(&n) && matches!(plan.last(), Some(BlockLayer::Gemm { .. })) => {
+                    BlockLayer::ThinOut { columns: crate::thin::pack(w, (1, n), n, k) }
+                }
+                _ if i > 0 && thin_depth_silu(k, n) => return None,
+                _ => gemm()?,
+            });
+        }
+        Some(plan)
+    }
+
+    /// A pointer the row blocks write through, each its own rows.
+    #[derive(Clone, Copy)]
+    struct SendPtr(*mut f32);
+    // SAFETY: each block writes a disjoint range of rows.
+    unsafe impl Send for SendPtr {}
+    unsafe impl Sync for SendPtr {}
+
+    impl SendPtr {
+        /// The pointer `offset` floats on (a method, so that closures capture the whole `Sync`
+        /// wrapper rather than its raw pointer).
+        fn row(self, offset: usize) -> *mut f32 {
+            self.0.wrapping_add(offset)
+        }
     }
 
     /// `(∂x, ∂W, ∂b) = (∂z·Wᵀ, xᵀ·∂z, 1ᵀ∂z)`, the transposes read through strides.

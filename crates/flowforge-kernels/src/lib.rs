@@ -100,6 +100,54 @@ pub fn linear_silu_linear(x: Tensor<2>, w1: Tensor<2>, b1: Option<Tensor<1>>, w2
     linear(h, w2, b2, FusedActivation::Identity)
 }
 
+/// An MLP of SiLU layers and a linear output layer, `layers[i] = (Wᵢ, bᵢ)`:
+/// `h₀ = x`, `hᵢ₊₁ = silu(hᵢ·Wᵢ + bᵢ)`, and `y = h_{L−1}·W_{L−1} + b_{L−1}` for the last.
+///
+/// The same values, bit for bit, as [`linear`] layer by layer (the last two as
+/// [`linear_silu_linear`]), which is what it runs under autodiff and off burn-flex. On plain
+/// burn-flex (inference) every layer runs on each block of about a hundred rows in turn, while
+/// the block's activations are in cache, with the weights packed once for all blocks: the
+/// hidden activations never go to memory, and the evaluation is one parallel region instead of
+/// one per layer.
+///
+/// # Shapes
+/// `x`: `[batch, w₀]`, `Wᵢ`: `[wᵢ, wᵢ₊₁]`, `bᵢ`: `[wᵢ₊₁]` → `[batch, w_L]`.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] as [`linear`], for any layer; for no layers at all.
+pub fn silu_mlp(x: Tensor<2>, layers: &[(Tensor<2>, Option<Tensor<1>>)]) -> Result<Tensor<2>> {
+    let Some(last) = layers.len().checked_sub(1) else {
+        return Err(Error::ShapeMismatch { what: "silu_mlp layers", expected: vec![1], actual: vec![0] });
+    };
+    // Under autodiff (training) the layers below; the checks only on a plain flex input.
+    #[cfg(feature = "flex")]
+    if flex::is_plain_flex(&x.device()) {
+        let mut width = x.dims()[1];
+        let mut parts = vec![(x.device(), x.dtype())];
+        let mut fused = Vec::with_capacity(layers.len());
+        for (w, b) in layers {
+            let [rows, out] = w.dims();
+            let Some(b) = b.as_ref().filter(|b| rows == width && b.dims() == [out]) else { break };
+            parts.extend([(w.device(), w.dtype()), (b.device(), b.dtype())]);
+            fused.push((w.clone(), b.clone()));
+            width = out;
+        }
+        if fused.len() == layers.len() && flex::all_flex_f32(&parts) && parts.iter().all(|(device, _)| flex::is_plain_flex(device)) {
+            return Ok(flex::silu_mlp(x, &fused));
+        }
+    }
+    let mut h = x;
+    for (i, (w, b)) in layers.iter().enumerate() {
+        if i + 1 == last {
+            let (w_out, b_out) = &layers[last];
+            return linear_silu_linear(h, w.clone(), b.clone(), w_out.clone(), b_out.clone());
+        }
+        let activation = if i == last { FusedActivation::Identity } else { FusedActivation::Silu };
+        h = linear(h, w.clone(), b.clone(), activation)?;
+    }
+    Ok(h)
+}
+
 /// [`linear`] with plain burn ops (any backend): the definition the fused kernels must match.
 ///
 /// # Shapes
@@ -534,6 +582,49 @@ mod tests {
             let short = Tensor::<1>::zeros([3], &d);
             assert!(matches!(linear_silu_linear(h, w1, None, w2, Some(short)), Err(Error::ShapeMismatch { what: "linear bias", .. })));
         }
+    }
+
+    /// The whole-MLP call against `linear` layer by layer, bit for bit, on shapes that take the
+    /// row-blocked path (thin or GEMM input layer, thin or GEMM output layer, a hidden width
+    /// deeper than one depth block, row counts that leave partial blocks and tiles) and shapes
+    /// that fall back to the layers (too few rows, a narrow non-thin output, two layers).
+    #[test]
+    fn silu_mlp_is_linear_layer_by_layer() {
+        let bits = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let cases: [(&[usize], &[usize]); 7] = [
+            (&[3, 256, 256, 256, 2], &[10_000, 1001, 150, 13, 5]),
+            (&[20, 100, 70, 40], &[1000, 7]),
+            (&[3, 500, 64, 1], &[777]),
+            (&[5, 48, 48, 3], &[301]),
+            (&[3, 64, 10], &[400]),
+            (&[3, 64, 2], &[400]),
+            (&[8, 33], &[100]),
+        ];
+        for d in [device(), device().autodiff()] {
+            for (widths, batches) in cases {
+                for &m in batches {
+                    d.seed(m as u64);
+                    let x = Tensor::<2>::random([m, widths[0]], Distribution::Normal(0.0, 2.0), &d);
+                    let layers: Vec<_> = widths
+                        .windows(2)
+                        .map(|w| (Tensor::<2>::random([w[0], w[1]], Distribution::Normal(0.0, 1.0 / (w[0] as f64).sqrt()), &d), Some(Tensor::<1>::random([w[1]], Distribution::Normal(0.0, 0.5), &d))))
+                        .collect();
+                    let whole = silu_mlp(x.clone(), &layers).unwrap();
+                    let mut h = x;
+                    for (i, (w, b)) in layers.iter().enumerate() {
+                        let act = if i + 1 == layers.len() { FusedActivation::Identity } else { FusedActivation::Silu };
+                        h = linear(h, w.clone(), b.clone(), act).unwrap();
+                    }
+                    assert_eq!(whole.dims(), [m, widths[widths.len() - 1]]);
+                    assert_eq!(bits(whole), bits(h), "widths {widths:?}, {m} rows, autodiff {}", d.is_autodiff());
+                }
+            }
+        }
+        let d = device();
+        let x = Tensor::<2>::zeros([4, 3], &d);
+        assert!(matches!(silu_mlp(x.clone(), &[]), Err(Error::ShapeMismatch { what: "silu_mlp layers", .. })));
+        let layers = [(Tensor::<2>::zeros([3, 8], &d), None), (Tensor::<2>::zeros([7, 2], &d), None)];
+        assert!(matches!(silu_mlp(x, &layers), Err(Error::ShapeMismatch { what: "linear input vs weight rows", .. })));
     }
 
     #[test]

@@ -365,7 +365,7 @@ impl Head {
     }
 
     /// Rows `i0..i0 + rows` of `y` (row stride `ldy`, `n` wide) into their rows of `out`.
-    unsafe fn apply(self, y: *const f32, ldy: usize, n: usize, i0: usize, rows: usize) {
+    pub(crate) unsafe fn apply(self, y: *const f32, ldy: usize, n: usize, i0: usize, rows: usize) {
         if rows == 0 || n == 0 {
             return;
         }
@@ -681,10 +681,101 @@ pub(crate) unsafe fn sgemm_with(
     }
 }
 
-/// The five BLIS loops on one thread; the head, if any, after each row block's last tile.
+/// B (`k × n`) packed once in [`sgemm_serial`]'s layout, for a product repeated on many
+/// blocks of rows (an MLP's weights in a row-blocked evaluation): `⌈k / kc⌉` depth blocks of
+/// the same `kc` as [`sgemm_serial`] chooses, each `⌈n / NR⌉` zero-padded slivers of `kc × NR`.
+/// [`sgemm_packed`] on it gives the bits [`sgemm_with`] gives on B.
+pub(crate) struct PackedB {
+    arch: Arch,
+    data: Vec<f32>,
+    /// Where the 64-byte-aligned packing starts in `data`.
+    skip: usize,
+    /// Floats from one depth block to the next.
+    stride: usize,
+    k: usize,
+    n: usize,
+    kc_max: usize,
+}
+
+impl PackedB {
+    /// `b` (`k × n`, any strides) packed; `None` where [`sgemm`] has no kernel for this CPU, for
+    /// an empty product, or for `n` wider than one column block (4,096).
+    ///
+    /// # Safety
+    /// Every `(p, j)` of `b` must be in bounds.
+    pub(crate) unsafe fn new(k: usize, n: usize, b: MatRef) -> Option<Self> {
+        let arch = arch()?;
+        if k == 0 || n == 0 || n > NC {
+            return None;
+        }
+        // The depth blocks of `sgemm_serial`, so that every sum runs in the same order.
+        let kc_max = k.div_ceil(k.div_ceil(arch.kc));
+        let stride = kc_max * n.next_multiple_of(arch.nr);
+        let mut data = Vec::new();
+        let start = aligned(&mut data, k.div_ceil(kc_max) * stride).as_ptr();
+        // SAFETY: `start` points into `data`.
+        let skip = unsafe { start.offset_from(data.as_ptr()) } as usize;
+        for (d, p0) in (0..k).step_by(kc_max).enumerate() {
+            let kc = kc_max.min(k - p0);
+            unsafe { pack_b_block(arch, &mut data[skip + d * stride..], BSource::Matrix(b), p0, kc, 0, n) };
+        }
+        Some(PackedB { arch, data, skip, stride, k, n, kc_max })
+    }
+
+    /// Rows a block of [`sgemm_packed`] should have: the GEMM's own row block (`MC`), whose A
+    /// and C stay in L2.
+    pub(crate) fn block_rows(&self) -> usize {
+        self.arch.mc
+    }
+}
+
+/// `C = epilogue(A·B)` on the calling thread, B packed by [`PackedB::new`]: the same arithmetic,
+/// and so the same bits, as [`sgemm_with`] on the unpacked B. With the epilogue's SiLU output
+/// equal to C, C receives `silu(z)` only.
+///
+/// # Safety
+/// A's `m × k` and C's `m × n` (row stride `ldc`) must be in bounds, C not overlapping A; as
+/// [`sgemm_with`] for the epilogue.
+pub(crate) unsafe fn sgemm_packed(m: usize, a: MatRef, b: &PackedB, c: *mut f32, ldc: usize, epilogue: Epilogue) {
+    let arch = b.arch;
+    let c = MatMut { ptr: c, rs: ldc };
+    PACK_A.with_borrow_mut(|pack_a| {
+        let pack_a = aligned(pack_a, b.kc_max * arch.mc.min(m.next_multiple_of(arch.mr)));
+        for (d, p0) in (0..b.k).step_by(b.kc_max).enumerate() {
+            let kc = b.kc_max.min(b.k - p0);
+            let block = b.data[b.skip + d * b.stride..].as_ptr();
+            let last = p0 + kc == b.k;
+            for i0 in (0..m).step_by(arch.mc) {
+                let mcb = arch.mc.min(m - i0);
+                // No prefetch of the next rows: a block's A is the previous layer's output, in L2.
+                let panel = |jr: usize, _| BPanel::packed(unsafe { block.add(jr * kc) });
+                unsafe { row_block(arch, a, (i0, mcb, 0), (p0, kc, p0 > 0), (0, b.n), panel, c, last.then_some(epilogue), pack_a) };
+            }
+        }
+    });
+}
+
+/// Rows `i0..i0 + mcb` of C against depth block `p0..p0 + kc` and column block `j0..j0 + nc`:
+/// the block's row tiles against each `NR`-wide sliver of B (`panel(jr, width)`), with
+/// `epilogue` (already offset to C's origin) when this is the last depth block. `next_rows`
+/// rows after the block are prefetched while it runs, if any tile reads A in place.
+///
+/// # Safety
+/// As [`sgemm_serial`]; `panel` must give the slivers of this depth and column block, and
+/// `pack_a` must hold `kc × mc` floats.
 #[allow(clippy::too_many_arguments)]
-unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: BSource, c: MatMut, accumulate: bool, epilogue: Epilogue, head: Option<Head>) {
-    let Arch { mr, nr, mc, kernels, kernel_rows, kernel_rows_4, kernel_rows_8, pack_a: pack_a_fn, .. } = arch;
+unsafe fn row_block(
+    arch: Arch,
+    a: MatRef,
+    (i0, mcb, next_rows): (usize, usize, usize),
+    (p0, kc, acc): (usize, usize, bool),
+    (j0, nc): (usize, usize),
+    panel: impl Fn(usize, usize) -> BPanel,
+    c: MatMut,
+    epilogue: Option<Epilogue>,
+    pack_a: &mut [f32],
+) {
+    let Arch { mr, nr, kernels, kernel_rows, kernel_rows_4, kernel_rows_8, pack_a: pack_a_fn, .. } = arch;
     // A row-major A is read in place by the micro-kernel (its twelve rows of one KC block are
     // 12 KiB, as L1-friendly as a packed sliver): packing it was a fifth of an inference
     // pass. Only a tile that no kernel reads in place is packed (zero-padded).
@@ -696,6 +787,58 @@ unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: B
         8 => kernel_rows_8,
         _ => None,
     };
+    // Row tiles: `mr` rows each, except that a remainder of a row or two
+    // (AVX2's 6-row tiles: 32 output channels are 5·6 + 2) joins the last
+    // full tile as two 4-row tiles, which run as fast per row on the 4-row
+    // kernel and do not compute the empty rows of a 6-row one.
+    let rem = mcb % mr;
+    let (body, tail) = if rem != 0 && mcb > mr && rem + mr <= 8 { (mcb - rem - mr, [4, rem + mr - 4]) } else { (mcb - rem, [rem, 0]) };
+    // A tile with a kernel reading A in place is not packed; every other
+    // tile is (zero-padded, so no kernel reads past A), one sliver each.
+    let mut tiles = [(0usize, 0usize); MAX_TILES];
+    let mut count = 0;
+    for ir in (0..body).step_by(mr) {
+        tiles[count] = (ir, mr);
+        count += 1;
+    }
+    for h in tail.into_iter().filter(|&h| h > 0) {
+        let ir = tiles[..count].last().map_or(0, |&(ir, h)| ir + h);
+        tiles[count] = (ir, h);
+        count += 1;
+    }
+    for (slot, &(ir, h)) in tiles[..count].iter().filter(|&&(_, h)| in_place_kernel(h).is_none()).enumerate() {
+        unsafe { pack_a_fn(&mut pack_a[slot * kc * mr..], a, i0 + ir, h, p0, kc, mr) };
+    }
+    let reads_in_place = tiles[..count].iter().any(|&(_, h)| in_place_kernel(h).is_some());
+    let next_rows = if reads_in_place { next_rows } else { 0 };
+    let mut next = NextRows::new(a, i0 + mcb, next_rows, p0, kc, count * nc.div_ceil(nr));
+    for jr in (0..nc).step_by(nr) {
+        let nrb = nr.min(nc - jr);
+        let bp = panel(jr, nrb);
+        let mut slot = 0;
+        for &(ir, mrb) in &tiles[..count] {
+            let cp = unsafe { c.ptr.add((i0 + ir) * c.rs + j0 + jr) };
+            let (kern, ap, lda): (Kernel, *const f32, usize) = match in_place_kernel(mrb) {
+                Some(kern) => (kern, unsafe { a.ptr.add((i0 + ir) * a.rs + p0) }, a.rs),
+                None => {
+                    slot += 1;
+                    (kernels[(mrb - 1) / 4], unsafe { pack_a.as_ptr().add((slot - 1) * kc * mr) }, 0)
+                }
+            };
+            let epi = match epilogue {
+                Some(e) => unsafe { e.offset(i0 + ir, j0 + jr, c.rs) },
+                None => Epilogue::NONE,
+            };
+            next.advance();
+            unsafe { kern(kc, ap, lda, bp, cp, c.rs, acc, epi, mrb, nrb) };
+        }
+    }
+}
+
+/// The five BLIS loops on one thread; the head, if any, after each row block's last tile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: BSource, c: MatMut, accumulate: bool, epilogue: Epilogue, head: Option<Head>) {
+    let Arch { mr, nr, mc, .. } = arch;
     // An im2col B whose half-slivers each lie in one output row is read in place: every
     // half-sliver starts a multiple of `lanes` columns in, and rows are a multiple long.
     let lanes = arch.direct_im2col_lanes;
@@ -742,59 +885,18 @@ unsafe fn sgemm_serial(arch: Arch, m: usize, n: usize, k: usize, a: MatRef, b: B
                     }
                     for i0 in (0..m).step_by(mc) {
                         let mcb = mc.min(m - i0);
-                        // Row tiles: `mr` rows each, except that a remainder of a row or two
-                        // (AVX2's 6-row tiles: 32 output channels are 5·6 + 2) joins the last
-                        // full tile as two 4-row tiles, which run as fast per row on the 4-row
-                        // kernel and do not compute the empty rows of a 6-row one.
-                        let rem = mcb % mr;
-                        let (body, tail) = if rem != 0 && mcb > mr && rem + mr <= 8 { (mcb - rem - mr, [4, rem + mr - 4]) } else { (mcb - rem, [rem, 0]) };
-                        // A tile with a kernel reading A in place is not packed; every other
-                        // tile is (zero-padded, so no kernel reads past A), one sliver each.
-                        let mut tiles = [(0usize, 0usize); MAX_TILES];
-                        let mut count = 0;
-                        for ir in (0..body).step_by(mr) {
-                            tiles[count] = (ir, mr);
-                            count += 1;
-                        }
-                        for h in tail.into_iter().filter(|&h| h > 0) {
-                            let ir = tiles[..count].last().map_or(0, |&(ir, h)| ir + h);
-                            tiles[count] = (ir, h);
-                            count += 1;
-                        }
-                        for (slot, &(ir, h)) in tiles[..count].iter().filter(|&&(_, h)| in_place_kernel(h).is_none()).enumerate() {
-                            unsafe { pack_a_fn(&mut pack_a[slot * kc * mr..], a, i0 + ir, h, p0, kc, mr) };
-                        }
-                        let reads_in_place = tiles[..count].iter().any(|&(_, h)| in_place_kernel(h).is_some());
-                        let next_rows = if reads_in_place { mc.min(m - i0 - mcb) } else { 0 };
-                        let mut next = NextRows::new(a, i0 + mcb, next_rows, p0, kc, count * nc.div_ceil(nr));
-                        for jr in (0..nc).step_by(nr) {
-                            let nrb = nr.min(nc - jr);
-                            let bp = match in_place {
-                                Some(g) => {
-                                    let q = g.first_column + j0 + jr;
-                                    // An absent second half reads the first's (in bounds; its
-                                    // lanes are not stored).
-                                    let second = if nrb > lanes { q + lanes } else { q };
-                                    let masks = if g.column_pad > 0 { masks.as_ptr() } else { std::ptr::null() };
-                                    BPanel { ptr: g.column_start(q), second: g.column_start(second), offsets: offsets.as_ptr(), masks }
-                                }
-                                None => BPanel::packed(unsafe { pack_b.as_ptr().add(jr * kc) }),
-                            };
-                            let mut slot = 0;
-                            for &(ir, mrb) in &tiles[..count] {
-                                let cp = unsafe { c.ptr.add((i0 + ir) * c.rs + j0 + jr) };
-                                let (kern, ap, lda): (Kernel, *const f32, usize) = match in_place_kernel(mrb) {
-                                    Some(kern) => (kern, unsafe { a.ptr.add((i0 + ir) * a.rs + p0) }, a.rs),
-                                    None => {
-                                        slot += 1;
-                                        (kernels[(mrb - 1) / 4], unsafe { pack_a.as_ptr().add((slot - 1) * kc * mr) }, 0)
-                                    }
-                                };
-                                let epi = if last { unsafe { epilogue.offset(i0 + ir, j0 + jr, c.rs) } } else { Epilogue::NONE };
-                                next.advance();
-                                unsafe { kern(kc, ap, lda, bp, cp, c.rs, acc, epi, mrb, nrb) };
+                        let panel = |jr: usize, nrb: usize| match in_place {
+                            Some(g) => {
+                                let q = g.first_column + j0 + jr;
+                                // An absent second half reads the first's (in bounds; its
+                                // lanes are not stored).
+                                let second = if nrb > lanes { q + lanes } else { q };
+                                let masks = if g.column_pad > 0 { masks.as_ptr() } else { std::ptr::null() };
+                                BPanel { ptr: g.column_start(q), second: g.column_start(second), offsets: offsets.as_ptr(), masks }
                             }
-                        }
+                            None => BPanel::packed(unsafe { pack_b.as_ptr().add(jr * kc) }),
+                        };
+                        unsafe { row_block(arch, a, (i0, mcb, mc.min(m - i0 - mcb)), (p0, kc, acc), (j0, nc), panel, c, last.then_some(epilogue), pack_a) };
                         // The block's rows are final once the last depth block of the last
                         // column block has been through the epilogue.
                         if let Some(head) = head.filter(|_| last && j0 + nc == n) {

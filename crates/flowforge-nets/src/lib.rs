@@ -453,6 +453,12 @@ impl Mlp {
             });
         }
         let mut h = Tensor::cat(parts, 1);
+        // A SiLU network without a conditioning bias is one call: on flex, in inference, it runs
+        // every layer on each block of rows while the block is in cache.
+        if self.activation == Activation::Silu && condition_bias.is_none() {
+            let layers: Vec<_> = self.layers.iter().map(|l| (l.weight.val(), l.bias.as_ref().map(Param::val))).collect();
+            return flowforge_kernels::silu_mlp(h, &layers);
+        }
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
             let extra_bias = if i == 0 { condition_bias.as_ref() } else { None };
