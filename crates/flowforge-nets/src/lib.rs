@@ -452,7 +452,7 @@ impl Mlp {
                 None => t.clone(),
             });
         }
-        let mut h = Tensor::cat(parts, 1);
+        let mut h = flowforge_kernels::cat_columns(parts);
         // A SiLU network without a conditioning bias is one call: on flex, in inference, it runs
         // every layer on each block of rows while the block is in cache.
         if self.activation == Activation::Silu && condition_bias.is_none() {
