@@ -722,10 +722,12 @@ impl PackedB {
         Some(PackedB { arch, data, skip, stride, k, n, kc_max })
     }
 
-    /// Rows a block of [`sgemm_packed`] should have: the GEMM's own row block (`MC`), whose A
-    /// and C stay in L2.
+    /// Rows a block of a row-blocked evaluation should have: 240, twenty 12-row tiles (forty
+    /// of 6 on AVX2). A block's two 240 × 256 activations and two packed 256 × 256 layers take
+    /// 1 MiB of a 2 MiB L2. On W2's DDPM sampling (Sapphire Rapids) 192–240 rows ran 4% faster
+    /// than the GEMM's own 144-row block, 96 and 288 in between.
     pub(crate) fn block_rows(&self) -> usize {
-        self.arch.mc
+        240
     }
 }
 
