@@ -1090,28 +1090,28 @@ pub(crate) mod simd {
         if let Level::Avx2 | Level::Avx512 = level() {
             assert!(x.len() >= rows * k && w.len() >= k * n);
             let (yp, xp, wp, bp) = (y.as_mut_ptr().cast::<f32>(), x.as_ptr(), w.as_ptr(), b.as_ptr());
-            // SAFETY: the CPU has AVX2 and FMA (checked at run time); the extents are asserted
-            // and every element of `y` is written.
-            unsafe {
-                // AVX-512 where there is one: the same bits (the exponential is shared), and
-                // 1–3% of a DDPM sampling step faster once the layer's output stays in L2
-                // (`silu_mlp_forward`); writing to memory it was neutral (session 28).
-                if matches!(level(), Level::Avx512) {
+            // The loop for depth `k` from `module` (a const generic per depth).
+            macro_rules! by_depth {
+                ($module:ident) => {
                     match k {
-                        1 => avx512::thin_linear_silu::<1>(yp, xp, rows, wp, n, bp),
-                        2 => avx512::thin_linear_silu::<2>(yp, xp, rows, wp, n, bp),
-                        3 => avx512::thin_linear_silu::<3>(yp, xp, rows, wp, n, bp),
-                        4 => avx512::thin_linear_silu::<4>(yp, xp, rows, wp, n, bp),
+                        1 => $module::thin_linear_silu::<1>(yp, xp, rows, wp, n, bp),
+                        2 => $module::thin_linear_silu::<2>(yp, xp, rows, wp, n, bp),
+                        3 => $module::thin_linear_silu::<3>(yp, xp, rows, wp, n, bp),
+                        4 => $module::thin_linear_silu::<4>(yp, xp, rows, wp, n, bp),
                         _ => return false,
                     }
-                    return true;
-                }
-                match k {
-                    1 => avx2::thin_linear_silu::<1>(yp, xp, rows, wp, n, bp),
-                    2 => avx2::thin_linear_silu::<2>(yp, xp, rows, wp, n, bp),
-                    3 => avx2::thin_linear_silu::<3>(yp, xp, rows, wp, n, bp),
-                    4 => avx2::thin_linear_silu::<4>(yp, xp, rows, wp, n, bp),
-                    _ => return false,
+                };
+            }
+            // AVX-512 where there is one: the same bits (the exponential is shared), and 1–3% of
+            // a DDPM sampling step faster once the layer's output stays in L2
+            // (`silu_mlp_forward`); writing to memory it was neutral (session 28).
+            // SAFETY: the CPU has AVX2 and FMA, or AVX-512 (checked at run time); the extents
+            // are asserted and every element of `y` is written.
+            unsafe {
+                if matches!(level(), Level::Avx512) {
+                    by_depth!(avx512)
+                } else {
+                    by_depth!(avx2)
                 }
             }
             return true;
