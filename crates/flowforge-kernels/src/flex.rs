@@ -57,7 +57,7 @@ pub trait FusedLinearBackend: Backend {
         Self::fused_linear(h, w2, b2, false)
     }
 
-    /// An MLP of `layers` (at most [`MAX_FUSED_LAYERS`]) SiLU layers and a linear output layer:
+    /// An MLP of `layers` (at most six) SiLU layers and a linear output layer:
     /// `x` `[m, w₀]`, `wᵢ` `[wᵢ, wᵢ₊₁]`, `bᵢ` `[wᵢ₊₁]` → `[m, w_L]`, SiLU after every layer but
     /// the last; the slots after `layers` hold anything and are not read. (Fixed slots because
     /// the extension macro routes no `Vec` or `Option` of tensors to a backend, and flattening
@@ -651,10 +651,10 @@ pub(crate) mod kernels {
         static MLP_BLOCKS: std::cell::RefCell<[Vec<f32>; 2]> = const { std::cell::RefCell::new([Vec::new(), Vec::new()]) };
     }
 
-    /// `y = W_L·(silu(… silu(x·W₀ + b₀) …)) + b_L`, an MLP of SiLU layers and a linear output
+    /// `y = silu(… silu(x·W₀ + b₀) …)·W_L + b_L`, an MLP of SiLU layers and a linear output
     /// layer (`layers[i] = (Wᵢ, bᵢ)`, `Wᵢ` `widths[i] × widths[i + 1]` row-major, `m` rows of
-    /// `x`), evaluated one block of rows at a time: each worker takes a block of about a hundred
-    /// rows through every layer while its activations stay in L2, the weights packed once for all
+    /// `x`), evaluated one block of rows at a time: each worker takes a block of 240 rows
+    /// ([`crate::sgemm::PackedB::block_rows`]) through every layer while its activations stay in L2, the weights packed once for all
     /// blocks. The layer-by-layer evaluation ([`linear_forward`], [`linear_silu_linear_forward`])
     /// writes each hidden layer's 10 MB (W1's sampling batch) to memory and reads it back, in one
     /// parallel region per layer.
