@@ -91,7 +91,9 @@ pub trait FusedLinearBackend: Backend {
 
     /// `(∂x, ∂W, ∂b)` from the output gradient `grad`. With `silu`, `output` and `sigmoid` are
     /// the forward's `y = silu(z)` and `σ(z)`, and `∂z = grad·(σ + y(1 − σ))`; without, they
-    /// are not read.
+    /// are not read. Without `need_x` (the input is data, not a parameter's function: an MLP's
+    /// first layer) `∂x` is not computed and the first element is a placeholder, not to be
+    /// read.
     fn fused_linear_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -99,6 +101,7 @@ pub trait FusedLinearBackend: Backend {
         sigmoid: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         silu: bool,
+        need_x: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         let n = weight.shape()[1];
         let grad_pre = if silu {
@@ -108,8 +111,8 @@ pub trait FusedLinearBackend: Backend {
             grad
         };
         let grad_bias = Self::float_reshape(Self::float_sum_dim(grad_pre.clone(), 0), Shape::new([n]));
-        let grad_weight = Self::float_matmul(Self::float_transpose(x), grad_pre.clone());
-        let grad_x = Self::float_matmul(grad_pre, Self::float_transpose(weight));
+        let grad_weight = Self::float_matmul(Self::float_transpose(x.clone()), grad_pre.clone());
+        let grad_x = if need_x { Self::float_matmul(grad_pre, Self::float_transpose(weight)) } else { x };
         (grad_x, grad_weight, grad_bias)
     }
 }
@@ -234,18 +237,29 @@ impl FusedLinearBackend for Flex {
         FlexTensor::from_data(TensorData::new(g, shape))
     }
 
-    fn fused_linear_backward(x: FlexTensor, weight: FlexTensor, output: FlexTensor, sigmoid: FlexTensor, grad: FlexTensor, silu: bool) -> (FlexTensor, FlexTensor, FlexTensor) {
+    fn fused_linear_backward(x: FlexTensor, weight: FlexTensor, output: FlexTensor, sigmoid: FlexTensor, grad: FlexTensor, silu: bool, need_x: bool) -> (FlexTensor, FlexTensor, FlexTensor) {
         let (m, k, n) = dims(&x, &weight);
+        let bias = |gb: Vec<f32>| FlexTensor::from_data(TensorData::new(gb, [n]));
+        // The placeholder for an `∂x` nobody reads.
+        let unread = || from_vec(Vec::new(), 0, k);
+        if silu && !need_x && crate::thin::is_thin(m, n, k) && k <= crate::thin::THIN {
+            // A thin-depth first layer (the MLP's `[x | t]`, k = 3): `∂W` and `∂b` in the pass
+            // that forms `∂z`, which is then neither written nor read again.
+            let (gw, gb) = kernels::thin_silu_weight_backward(&f32_data(&x), &f32_data(&grad), &f32_data(&output), &f32_data(&sigmoid), m, k, n);
+            return (unread(), from_vec(gw, k, n), bias(gb));
+        }
         let mut grad = grad;
         let mut copied = None;
+        let mut column_sums = None;
         if silu {
             let (y, s) = (f32_data(&output), f32_data(&sigmoid));
-            // The incoming gradient is usually owned by this call alone: rewrite it in place.
+            // The incoming gradient is usually owned by this call alone: rewrite it in place,
+            // summing its columns (`∂b`) in the same pass.
             match unique_dense_f32(&mut grad) {
-                Some(g) => kernels::silu_backward_from_sigmoid_in_place(g, &y, &s),
+                Some(g) => column_sums = Some(kernels::silu_backward_from_sigmoid_in_place(g, &y, &s, n)),
                 None => {
                     let mut g = f32_data(&grad).into_owned();
-                    kernels::silu_backward_from_sigmoid_in_place(&mut g, &y, &s);
+                    column_sums = Some(kernels::silu_backward_from_sigmoid_in_place(&mut g, &y, &s, n));
                     copied = Some(g);
                 }
             }
@@ -254,8 +268,8 @@ impl FusedLinearBackend for Flex {
             Some(g) => Cow::Borrowed(g.as_slice()),
             None => f32_data(&grad),
         };
-        let (gx, gw, gb) = kernels::affine_backward(&f32_data(&x), &f32_data(&weight), &grad_pre, m, k, n);
-        (from_vec(gx, m, k), from_vec(gw, k, n), FlexTensor::from_data(TensorData::new(gb, [n])))
+        let (gx, gw, gb) = kernels::affine_backward(&f32_data(&x), &f32_data(&weight), &grad_pre, (m, k, n), need_x, column_sums);
+        (gx.map_or_else(unread, |gx| from_vec(gx, m, k)), from_vec(gw, k, n), bias(gb))
     }
 }
 
@@ -332,7 +346,8 @@ impl<B: FusedLinearBackend, C: CheckpointStrategy> FusedLinearBackend for Autodi
                 let grad = grads.consume::<B>(&ops.node);
                 let silu = activation.is_some();
                 let (output, sigmoid) = activation.unwrap_or_else(|| (grad.clone(), grad.clone()));
-                let (grad_x, grad_weight, grad_bias) = B::fused_linear_backward(x, weight, output, sigmoid, grad, silu);
+                let need_x = ops.parents[0].is_some();
+                let (grad_x, grad_weight, grad_bias) = B::fused_linear_backward(x, weight, output, sigmoid, grad, silu, need_x);
                 register_gradients::<B, 3>(grads, ops.parents.map(|p| p.map(|n| n.id)), [grad_x, grad_weight, grad_bias]);
             }
         }
@@ -793,13 +808,21 @@ pub(crate) mod kernels {
     /// would be split across the threads, each runs on its own half of them instead (at
     /// batch 256 that is one hand-over instead of two, no split tails, and the bias gradient,
     /// a serial pass, beside `∂x` rather than after both).
-    pub(super) fn affine_backward(x: &[f32], w: &[f32], grad_pre: &[f32], m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let bias_grad = || {
-            let mut gb = vec![0.0; n];
-            let ones = vec![1.0f32; m];
-            gemm_into(&mut gb, false, (1, n, m), &ones, (m, 1), grad_pre, (n, 1));
-            gb
+    /// `(∂x, ∂W, ∂b)` of `z = x·W + b` from `∂z` (`grad_pre`, `m × n`); `∂x` only when
+    /// `need_x`, `∂b` given where the pass that formed `∂z` summed it already.
+    pub(super) fn affine_backward(x: &[f32], w: &[f32], grad_pre: &[f32], (m, k, n): (usize, usize, usize), need_x: bool, bias: Option<Vec<f32>>) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+        let bias_grad = move || {
+            bias.unwrap_or_else(|| {
+                let mut gb = vec![0.0; n];
+                let ones = vec![1.0f32; m];
+                gemm_into(&mut gb, false, (1, n, m), &ones, (m, 1), grad_pre, (n, 1));
+                gb
+            })
         };
+        if !need_x {
+            let gw = gemm_new((k, n, m), x, (1, k), grad_pre, (n, 1));
+            return (None, gw, bias_grad());
+        }
         let threads = rayon::current_num_threads();
         let threaded = |p: gemm::Parallelism| thread_count(p) > 1;
         let both_threaded = threaded(parallelism(m, k, n)) && threaded(parallelism(k, n, m));
@@ -812,11 +835,11 @@ pub(crate) mod kernels {
                 || (gemm_new_with(gemm::Parallelism::Rayon(half), (m, k, n), grad_pre, (n, 1), w, (1, n)), bias_grad()),
                 || gemm_new_with(gemm::Parallelism::Rayon(threads - half), (k, n, m), x, (1, k), grad_pre, (n, 1)),
             );
-            return (gx, gw, gb);
+            return (Some(gx), gw, gb);
         }
         let gx = gemm_new((m, k, n), grad_pre, (n, 1), w, (1, n));
         let gw = gemm_new((k, n, m), x, (1, k), grad_pre, (n, 1));
-        (gx, gw, bias_grad())
+        (Some(gx), gw, bias_grad())
     }
 
     pub(super) fn silu_in_place(z: &mut [f32]) {
@@ -841,13 +864,62 @@ pub(crate) mod kernels {
         s
     }
 
-    /// `grad ← grad·(σ + y(1 − σ))` from the forward's `y = silu(z)` and `σ = σ(z)`.
-    pub(super) fn silu_backward_from_sigmoid_in_place(grad: &mut [f32], y: &[f32], s: &[f32]) {
-        assert!(grad.len() == y.len() && grad.len() == s.len());
-        grad.par_chunks_mut(CHUNK)
-            .zip(y.par_chunks(CHUNK))
-            .zip(s.par_chunks(CHUNK))
-            .for_each(|((g, y), s)| simd::silu_backward_from_sigmoid(g, y, s));
+    /// `grad ← grad·(σ + y(1 − σ))` from the forward's `y = silu(z)` and `σ = σ(z)`, `grad`
+    /// rows of `n`; returns the new `grad`'s column sums (the bias gradient), summed in the same
+    /// pass instead of a second read of `grad` (64 MiB a layer in W3 at 65,536).
+    ///
+    /// The sums run over blocks of rows, each block's partial sum added in order: the same bits
+    /// on any number of threads.
+    pub(super) fn silu_backward_from_sigmoid_in_place(grad: &mut [f32], y: &[f32], s: &[f32], n: usize) -> Vec<f32> {
+        assert!(n > 0 && grad.len().is_multiple_of(n) && grad.len() == y.len() && grad.len() == s.len());
+        let block = (CHUNK / n).max(1) * n;
+        let partials: Vec<Vec<f32>> = grad
+            .par_chunks_mut(block)
+            .zip(y.par_chunks(block))
+            .zip(s.par_chunks(block))
+            .map(|((g, y), s)| {
+                let mut sums = vec![0.0f32; n];
+                simd::silu_backward_from_sigmoid_summing(g, y, s, &mut sums);
+                sums
+            })
+            .collect();
+        add_in_order(partials, n)
+    }
+
+    /// `(∂W, ∂b)` of a thin-depth SiLU layer `y = silu(x·W + b)` (`x` `m × k`, `k ≤ 4`) from
+    /// `∂y` and the forward's `y` and `σ`, when `∂x` is not wanted: `∂z = ∂y·(σ + y(1 − σ))`
+    /// row by row into `∂b = Σᵢ ∂zᵢ` and `∂W = Σᵢ xᵢᵀ·∂zᵢ`, without writing `∂z` (which the
+    /// layer-at-a-time backward writes, then reads twice more: for `∂W` and for `∂b`). Blocks of
+    /// rows in parallel, their partial sums added in order.
+    pub(super) fn thin_silu_weight_backward(x: &[f32], grad: &[f32], y: &[f32], s: &[f32], m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+        assert!(n > 0 && x.len() >= m * k && grad.len() >= m * n && y.len() >= m * n && s.len() >= m * n);
+        let rows = (CHUNK / n).max(1);
+        let partials: Vec<Vec<f32>> = (0..m.div_ceil(rows))
+            .into_par_iter()
+            .map(|b| {
+                let (r0, r1) = (b * rows, ((b + 1) * rows).min(m));
+                // `∂W`'s k rows, then `∂b`.
+                let mut sums = vec![0.0f32; (k + 1) * n];
+                let span = r0 * n..r1 * n;
+                simd::thin_silu_weight_summing(&x[r0 * k..r1 * k], &grad[span.clone()], &y[span.clone()], &s[span], k, &mut sums);
+                sums
+            })
+            .collect();
+        let mut sums = add_in_order(partials, (k + 1) * n);
+        let gb = sums.split_off(k * n);
+        (sums, gb)
+    }
+
+    /// The element-wise sum of `partials` (each `len` long), added in order.
+    fn add_in_order(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+        let mut parts = partials.into_iter();
+        let mut total = parts.next().unwrap_or_else(|| vec![0.0; len]);
+        for part in parts {
+            for (t, p) in total.iter_mut().zip(&part) {
+                *t += p;
+            }
+        }
+        total
     }
 }
 
@@ -919,12 +991,35 @@ pub(crate) mod simd {
         }
     }
 
-    /// `silu′(z) = σ(1 + z(1 − σ)) = σ + y(1 − σ)` with `y = z·σ`: no `exp`, so a plain
+    /// `grad ← grad·silu′(z)` on rows of `sums.len()`, each new row added to `sums`:
+    /// `silu′(z) = σ(1 + z(1 − σ)) = σ + y(1 − σ)` with `y = z·σ`, no `exp`, so a plain
     /// vectorised loop is memory-bound already.
     #[inline(always)]
-    fn silu_backward_from_sigmoid_portable(grad: &mut [f32], y: &[f32], s: &[f32]) {
-        for ((g, &y), &s) in grad.iter_mut().zip(y).zip(s) {
-            *g *= s + y * (1.0 - s);
+    fn silu_backward_from_sigmoid_summing_portable(grad: &mut [f32], y: &[f32], s: &[f32], sums: &mut [f32]) {
+        let n = sums.len();
+        for ((g, y), s) in grad.chunks_exact_mut(n).zip(y.chunks_exact(n)).zip(s.chunks_exact(n)) {
+            for (((g, &y), &s), sum) in g.iter_mut().zip(y).zip(s).zip(sums.iter_mut()) {
+                *g *= s + y * (1.0 - s);
+                *sum += *g;
+            }
+        }
+    }
+
+    /// Rows of `∂z = ∂y·(s + y(1 − s))` (`n = sums.len() / (k + 1)` wide, into a row buffer)
+    /// added to `sums`: `x[i, p]·∂zᵢ` to its row `p < k` and `∂zᵢ` to row `k`.
+    #[inline(always)]
+    fn thin_silu_weight_summing_portable(x: &[f32], grad: &[f32], y: &[f32], s: &[f32], k: usize, sums: &mut [f32]) {
+        let n = sums.len() / (k + 1);
+        let mut dz = vec![0.0f32; n];
+        for (((g, y), s), x) in grad.chunks_exact(n).zip(y.chunks_exact(n)).zip(s.chunks_exact(n)).zip(x.chunks_exact(k)) {
+            for (((d, &g), &y), &s) in dz.iter_mut().zip(g).zip(y).zip(s) {
+                *d = g * (s + y * (1.0 - s));
+            }
+            for (row, &xp) in sums.chunks_exact_mut(n).zip(x.iter().chain(std::iter::once(&1.0))) {
+                for (w, &d) in row.iter_mut().zip(&dz) {
+                    *w += xp * d;
+                }
+            }
         }
     }
 
@@ -1008,8 +1103,14 @@ pub(crate) mod simd {
 
     dispatch! {
         /// `grad ← grad·(s + y(1 − s))`, the SiLU backward from the forward's `y = silu(z)` and
-        /// `s = σ(z)`.
-        pub(super) fn silu_backward_from_sigmoid(grad: &mut [f32], y: &[f32], s: &[f32]) => silu_backward_from_sigmoid_portable
+        /// `s = σ(z)`, on rows of `sums.len()`, the new rows added to `sums`.
+        pub(super) fn silu_backward_from_sigmoid_summing(grad: &mut [f32], y: &[f32], s: &[f32], sums: &mut [f32]) => silu_backward_from_sigmoid_summing_portable
+    }
+
+    dispatch! {
+        /// A thin-depth SiLU layer's `∂W` (rows `0..k` of `sums`) and `∂b` (row `k`) from rows
+        /// of `∂y`, `y`, `s` and `x` (`k` wide), `∂z` not stored.
+        pub(super) fn thin_silu_weight_summing(x: &[f32], grad: &[f32], y: &[f32], s: &[f32], k: usize, sums: &mut [f32]) => thin_silu_weight_summing_portable
     }
 
     #[inline(always)]
@@ -1721,7 +1822,13 @@ pub(crate) mod simd {
             super::sigmoid_into(&mut s, &z);
             let y: Vec<f32> = z.iter().zip(&s).map(|(z, s)| z * s).collect();
             let mut g: Vec<f32> = (0..z.len()).map(|i| 1.0 + (i % 3) as f32).collect();
-            super::silu_backward_from_sigmoid(&mut g, &y, &s);
+            // Rows of 2: the column sums of the result come back in `sums` (added to what it held).
+            let mut sums = vec![0.5f32, -0.25];
+            super::silu_backward_from_sigmoid_summing(&mut g, &y, &s, &mut sums);
+            for (j, &sum) in sums.iter().enumerate() {
+                let want = [0.5, -0.25][j] + g.iter().skip(j).step_by(2).map(|&g| f64::from(g)).sum::<f64>();
+                assert!((f64::from(sum) - want).abs() < 1e-5 * want.abs(), "column {j}: {sum} vs {want}");
+            }
             for (i, (&z, (&s, &g))) in z.iter().zip(s.iter().zip(&g)).enumerate() {
                 let want_s = 1.0 / (1.0 + (-f64::from(z)).exp());
                 assert!((f64::from(s) - want_s).abs() < 1e-6, "σ({z}): {s} vs {want_s}");

@@ -567,33 +567,42 @@ mod tests {
     /// Forward values and all three gradients of the fused layer against plain burn ops, at a
     /// size below and one above the threading thresholds, with a transposed (strided) input;
     /// above them (and for the thin input and output layers at a batch of hundreds) the
-    /// backward runs `∂x` and `∂W` side by side on two threads.
+    /// backward runs `∂x` and `∂W` side by side on two threads. Each case also with an input
+    /// that needs no gradient, where `∂x` is skipped (and a thin-depth SiLU layer's `∂W` and
+    /// `∂b` come from one pass that stores no `∂z`), at a batch that splits into several
+    /// blocks of rows.
     #[test]
     fn fused_forward_and_backward_match_plain_burn() {
         let d = device().autodiff();
-        for (batch, input, output) in [(7usize, 3usize, 5usize), (600, 64, 256), (400, 3, 256), (384, 256, 2)] {
+        for (batch, input, output) in [(7usize, 3usize, 5usize), (600, 64, 256), (400, 3, 256), (384, 256, 2), (1000, 3, 256)] {
             for act in [FusedActivation::Silu, FusedActivation::Identity] {
-                d.seed(11);
-                let x_t = Tensor::<2>::random([input, batch], Distribution::Normal(0.0, 3.0), &d);
-                let w = Tensor::<2>::random([input, output], Distribution::Normal(0.0, 0.5), &d).require_grad();
-                let b = Tensor::<1>::random([output], Distribution::Normal(0.0, 1.0), &d).require_grad();
-                let x = x_t.clone().require_grad();
-                let probe = Tensor::<2>::random([batch, output], Distribution::Normal(0.0, 1.0), &d);
-                let fused = linear(x.clone().transpose(), w.clone(), Some(b.clone()), act).unwrap();
-                let plain = linear_reference(x.clone().transpose(), w.clone(), Some(b.clone()), act);
-                let scale = 1.0 + plain.clone().abs().max().into_scalar::<f64>();
-                assert!(max_abs_diff(fused.clone(), plain.clone()) < 2e-6 * scale, "forward {batch}×{input}×{output} {act:?}");
-                let g_fused = (fused * probe.clone()).sum().backward();
-                let g_plain = (plain * probe).sum().backward();
-                for (name, a, b2) in
-                    [("dx", x.grad(&g_fused).unwrap(), x.grad(&g_plain).unwrap()), ("dw", w.grad(&g_fused).unwrap(), w.grad(&g_plain).unwrap())]
-                {
-                    let scale = 1.0 + b2.clone().abs().max().into_scalar::<f64>();
-                    assert!(max_abs_diff(a, b2) < 1e-5 * scale, "{name} {batch}×{input}×{output} {act:?}");
+                for x_needs_grad in [true, false] {
+                    d.seed(11);
+                    let x_t = Tensor::<2>::random([input, batch], Distribution::Normal(0.0, 3.0), &d);
+                    let w = Tensor::<2>::random([input, output], Distribution::Normal(0.0, 0.5), &d).require_grad();
+                    let b = Tensor::<1>::random([output], Distribution::Normal(0.0, 1.0), &d).require_grad();
+                    let x = if x_needs_grad { x_t.clone().require_grad() } else { x_t.clone() };
+                    let probe = Tensor::<2>::random([batch, output], Distribution::Normal(0.0, 1.0), &d);
+                    let fused = linear(x.clone().transpose(), w.clone(), Some(b.clone()), act).unwrap();
+                    let plain = linear_reference(x.clone().transpose(), w.clone(), Some(b.clone()), act);
+                    let scale = 1.0 + plain.clone().abs().max().into_scalar::<f64>();
+                    assert!(max_abs_diff(fused.clone(), plain.clone()) < 2e-6 * scale, "forward {batch}×{input}×{output} {act:?}");
+                    let g_fused = (fused * probe.clone()).sum().backward();
+                    let g_plain = (plain * probe).sum().backward();
+                    let case = format!("{batch}×{input}×{output} {act:?}, x needs a gradient: {x_needs_grad}");
+                    assert_eq!(x.grad(&g_fused).is_some(), x_needs_grad, "{case}");
+                    let mut pairs = vec![("dw", w.grad(&g_fused).unwrap(), w.grad(&g_plain).unwrap())];
+                    if x_needs_grad {
+                        pairs.push(("dx", x.grad(&g_fused).unwrap(), x.grad(&g_plain).unwrap()));
+                    }
+                    for (name, a, b2) in pairs {
+                        let scale = 1.0 + b2.clone().abs().max().into_scalar::<f64>();
+                        assert!(max_abs_diff(a, b2) < 1e-5 * scale, "{name} {case}");
+                    }
+                    let (db_f, db_p) = (b.grad(&g_fused).unwrap(), b.grad(&g_plain).unwrap());
+                    let scale = 1.0 + db_p.clone().abs().max().into_scalar::<f64>();
+                    assert!(max_abs_diff(db_f.unsqueeze_dim(0), db_p.unsqueeze_dim(0)) < 1e-5 * scale, "db {case}");
                 }
-                let (db_f, db_p) = (b.grad(&g_fused).unwrap(), b.grad(&g_plain).unwrap());
-                let scale = 1.0 + db_p.clone().abs().max().into_scalar::<f64>();
-                assert!(max_abs_diff(db_f.unsqueeze_dim(0), db_p.unsqueeze_dim(0)) < 1e-5 * scale, "db {act:?}");
             }
         }
     }
