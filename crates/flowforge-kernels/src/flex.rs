@@ -242,7 +242,7 @@ impl FusedLinearBackend for Flex {
         let bias = |gb: Vec<f32>| FlexTensor::from_data(TensorData::new(gb, [n]));
         // The placeholder for an `∂x` nobody reads.
         let unread = || from_vec(Vec::new(), 0, k);
-        if silu && !need_x && crate::thin::is_thin(m, n, k) && k <= crate::thin::THIN {
+        if silu && !need_x && (1..=crate::thin::THIN).contains(&k) && n > 0 {
             // A thin-depth first layer (the MLP's `[x | t]`, k = 3): `∂W` and `∂b` in the pass
             // that forms `∂z`, which is then neither written nor read again.
             let (gw, gb) = kernels::thin_silu_weight_backward(&f32_data(&x), &f32_data(&grad), &f32_data(&output), &f32_data(&sigmoid), m, k, n);
