@@ -567,14 +567,14 @@ mod tests {
     /// Forward values and all three gradients of the fused layer against plain burn ops, at a
     /// size below and one above the threading thresholds, with a transposed (strided) input;
     /// above them (and for the thin input and output layers at a batch of hundreds) the
-    /// backward runs `∂x` and `∂W` side by side on two threads. Each case also with an input
-    /// that needs no gradient, where `∂x` is skipped (and a thin-depth SiLU layer's `∂W` and
-    /// `∂b` come from one pass that stores no `∂z`), at a batch that splits into several
-    /// blocks of rows.
+    /// backward runs `∂x` and `∂W` side by side on two threads, and from 16,384 rows by blocks
+    /// of rows (a last block partial). Each case also with an input that needs no gradient,
+    /// where `∂x` is skipped (and a thin-depth SiLU layer's `∂W` and `∂b` come from one pass
+    /// that stores no `∂z`), at a batch that splits into several blocks of rows.
     #[test]
     fn fused_forward_and_backward_match_plain_burn() {
         let d = device().autodiff();
-        for (batch, input, output) in [(7usize, 3usize, 5usize), (600, 64, 256), (400, 3, 256), (384, 256, 2), (1000, 3, 256)] {
+        for (batch, input, output) in [(7usize, 3usize, 5usize), (600, 64, 256), (400, 3, 256), (384, 256, 2), (1000, 3, 256), (16_500, 40, 48)] {
             for act in [FusedActivation::Silu, FusedActivation::Identity] {
                 for x_needs_grad in [true, false] {
                     d.seed(11);
