@@ -822,7 +822,7 @@ pub(crate) mod kernels {
     /// block (`∂z·Wᵀ`, `Wᵀ` packed once) and then the block's term of its partial `∂W`
     /// (`xᵀ·∂z`) while the block's `∂z` is in L2; the threads' partial `∂W` are added in order.
     /// Side by side, the two products each read all of `∂z` from memory (64 MiB a layer at
-    /// 65,536; W3's step there: 248–259 ms against 257–262, alternating). `None` where our
+    /// 65,536; W3's step there: 247–259 ms against 256–264, alternating). `None` where our
     /// GEMM does not serve both products, or for a smaller batch.
     fn backward_by_row_blocks(x: &[f32], w: &[f32], grad_pre: &[f32], (m, k, n): (usize, usize, usize)) -> Option<(Vec<f32>, Vec<f32>)> {
         let threads = rayon::current_num_threads();
