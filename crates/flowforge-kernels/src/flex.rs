@@ -51,10 +51,29 @@ pub trait FusedLinearBackend: Backend {
     /// `silu(x·W₁ + b₁)·W₂ + b₂`, a SiLU layer and the linear layer after it (an MLP's last two
     /// layers); `x` `[m, k]`, `w1` `[k, n]`, `b1` `[n]`, `w2` `[n, p]`, `b2` `[p]` → `[m, p]`.
     /// Where a backend fuses it, the hidden activations are read back from cache, not memory.
-    /// No backward of its own: training goes through the two layers.
+    /// Under autodiff its backward is [`FusedLinearBackend::fused_linear_silu_linear_backward`].
     fn fused_linear_silu_linear(x: FloatTensor<Self>, w1: FloatTensor<Self>, b1: FloatTensor<Self>, w2: FloatTensor<Self>, b2: FloatTensor<Self>) -> FloatTensor<Self> {
         let h = Self::fused_linear(x, w1, b1, true);
         Self::fused_linear(h, w2, b2, false)
+    }
+
+    /// The backward of [`FusedLinearBackend::fused_linear_silu_linear`]: `((∂x, ∂W₁, ∂b₁),
+    /// (∂W₂, ∂b₂))` from the output gradient `grad` and the forward's hidden `h = silu(z₁)` and
+    /// `σ(z₁)`, `∂x` a placeholder without `need_x` (as in
+    /// [`FusedLinearBackend::fused_linear_backward`]). Where a backend fuses it, the second
+    /// layer's `∂h = grad·W₂ᵀ` is formed inside the SiLU backward's pass instead of going to
+    /// memory.
+    #[allow(clippy::type_complexity)]
+    fn fused_linear_silu_linear_backward(
+        x: FloatTensor<Self>,
+        w1: FloatTensor<Self>,
+        w2: FloatTensor<Self>,
+        hidden: FloatTensor<Self>,
+        sigmoid: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        need_x: bool,
+    ) -> ((FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>), (FloatTensor<Self>, FloatTensor<Self>)) {
+        linear_silu_linear_backward_by_layers::<Self>(x, w1, w2, hidden, sigmoid, grad, need_x)
     }
 
     /// An MLP of `layers` (at most six) SiLU layers and a linear output layer:
@@ -115,6 +134,23 @@ pub trait FusedLinearBackend: Backend {
         let grad_x = if need_x { Self::float_matmul(grad_pre, Self::float_transpose(weight)) } else { x };
         (grad_x, grad_weight, grad_bias)
     }
+}
+
+/// [`FusedLinearBackend::fused_linear_silu_linear_backward`] as the two layers' backwards, one
+/// after the other.
+#[allow(clippy::type_complexity)]
+fn linear_silu_linear_backward_by_layers<B: FusedLinearBackend>(
+    x: FloatTensor<B>,
+    w1: FloatTensor<B>,
+    w2: FloatTensor<B>,
+    hidden: FloatTensor<B>,
+    sigmoid: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    need_x: bool,
+) -> ((FloatTensor<B>, FloatTensor<B>, FloatTensor<B>), (FloatTensor<B>, FloatTensor<B>)) {
+    // The identity layer reads neither `output` nor `sigmoid`.
+    let (grad_hidden, grad_w2, grad_b2) = B::fused_linear_backward(hidden.clone(), w2, grad.clone(), grad.clone(), grad, false, true);
+    (B::fused_linear_backward(x, w1, hidden, sigmoid, grad_hidden, true, need_x), (grad_w2, grad_b2))
 }
 
 fn affine<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
@@ -194,6 +230,43 @@ impl FusedLinearBackend for Flex {
         from_vec(y, m, outputs)
     }
 
+    fn fused_linear_silu_linear_backward(
+        x: FlexTensor,
+        w1: FlexTensor,
+        w2: FlexTensor,
+        hidden: FlexTensor,
+        sigmoid: FlexTensor,
+        grad: FlexTensor,
+        need_x: bool,
+    ) -> ((FlexTensor, FlexTensor, FlexTensor), (FlexTensor, FlexTensor)) {
+        let (m, k, n) = dims(&x, &w1);
+        let p = w2.layout().shape()[1];
+        if !(1..=crate::thin::THIN).contains(&p) || n == 0 {
+            return linear_silu_linear_backward_by_layers::<Self>(x, w1, w2, hidden, sigmoid, grad, need_x);
+        }
+        // W₂ᵀ, `p × n`: each of its rows is one output's weights over the hidden units.
+        let w2t = crate::thin::pack(&f32_data(&w2), (1, p), p, n);
+        let (g, h, s) = (f32_data(&grad), f32_data(&hidden), f32_data(&sigmoid));
+        let head = kernels::PreActivationGrad::Head { grad: &g, p, w2t: &w2t, y: &h, s: &s };
+        let (x_data, w1_data) = (f32_data(&x), f32_data(&w1));
+        let blocked = if need_x { kernels::backward_by_row_blocks(&x_data, &w1_data, head, (m, k, n)) } else { None };
+        let (gx, gw1, mut sums) = match blocked {
+            Some((gx, gw1, sums)) => (Some(gx), gw1, sums.expect("a head's sums")),
+            None => {
+                let (dz, sums) = kernels::pre_activation_grad(head, m, n);
+                let (gx, gw1, _) = kernels::affine_backward(&x_data, &w1_data, &dz, (m, k, n), need_x, Some(Vec::new()));
+                (gx, gw1, sums)
+            }
+        };
+        // `[∂b₁ | ∂W₂ᵀ | ∂b₂]`.
+        let gb2 = sums.split_off(n + p * n);
+        let gw2t = sums.split_off(n);
+        let gw2 = crate::thin::pack(&gw2t, (1, n), n, p);
+        let gx = gx.map_or_else(|| from_vec(Vec::new(), 0, k), |gx| from_vec(gx, m, k));
+        let gb1 = FlexTensor::from_data(TensorData::new(sums, [n]));
+        ((gx, from_vec(gw1, k, n), gb1), (from_vec(gw2, n, p), FlexTensor::from_data(TensorData::new(gb2, [p]))))
+    }
+
     fn fused_silu_mlp(
         x: FlexTensor,
         w0: FlexTensor,
@@ -247,6 +320,14 @@ impl FusedLinearBackend for Flex {
             // that forms `∂z`, which is then neither written nor read again.
             let (gw, gb) = kernels::thin_silu_weight_backward(&f32_data(&x), &f32_data(&grad), &f32_data(&output), &f32_data(&sigmoid), m, k, n);
             return (unread(), from_vec(gw, k, n), bias(gb));
+        }
+        if silu && need_x {
+            // A large batch: `∂z` formed a block of rows at a time inside the blocked products.
+            let (y, s, g) = (f32_data(&output), f32_data(&sigmoid), f32_data(&grad));
+            let dz = kernels::PreActivationGrad::Silu { grad: &g, y: &y, s: &s };
+            if let Some((gx, gw, Some(gb))) = kernels::backward_by_row_blocks(&f32_data(&x), &f32_data(&weight), dz, (m, k, n)) {
+                return (from_vec(gx, m, k), from_vec(gw, k, n), bias(gb));
+            }
         }
         let mut grad = grad;
         let mut copied = None;
@@ -330,6 +411,35 @@ impl<B: FusedLinearBackend, C: CheckpointStrategy> FusedLinearBackend for Autodi
         match FusedSiluGrad.prepare::<C>([node]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish(x.clone(), B::fused_silu(x)),
             OpsKind::UnTracked(prep) => prep.finish(B::fused_silu(x)),
+        }
+    }
+
+    fn fused_linear_silu_linear(x: FloatTensor<Self>, w1: FloatTensor<Self>, b1: FloatTensor<Self>, w2: FloatTensor<Self>, b2: FloatTensor<Self>) -> FloatTensor<Self> {
+        /// Backward of `silu(x·W₁ + b₁)·W₂ + b₂`; the state is `(x, W₁, W₂, h, σ(z₁))`.
+        #[derive(Debug)]
+        struct FusedLinearSiluLinearGrad;
+
+        impl<B: FusedLinearBackend> Backward<B, 5> for FusedLinearSiluLinearGrad {
+            type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+            fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let (x, w1, w2, hidden, sigmoid) = ops.state;
+                let grad = grads.consume::<B>(&ops.node);
+                let need_x = ops.parents[0].is_some();
+                let ((gx, gw1, gb1), (gw2, gb2)) = B::fused_linear_silu_linear_backward(x, w1, w2, hidden, sigmoid, grad, need_x);
+                register_gradients::<B, 5>(grads, ops.parents.map(|p| p.map(|n| n.id)), [gx, gw1, gb1, gw2, gb2]);
+            }
+        }
+
+        let nodes = [x.node(), w1.node(), b1.node(), w2.node(), b2.node()];
+        let (x, w1, b1, w2, b2) = (x.into_primitive(), w1.into_primitive(), b1.into_primitive(), w2.into_primitive(), b2.into_primitive());
+        match FusedLinearSiluLinearGrad.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (hidden, sigmoid) = B::fused_linear_silu_with_sigmoid(x.clone(), w1.clone(), b1);
+                let y = B::fused_linear(hidden.clone(), w2.clone(), b2, false);
+                prep.finish((x, w1, w2, hidden, sigmoid), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_linear_silu_linear(x, w1, b1, w2, b2)),
         }
     }
 
@@ -817,33 +927,125 @@ pub(crate) mod kernels {
     /// at n = 256) it was 3–5% slower than the two products side by side.
     const BACKWARD_BY_BLOCKS: usize = 16_384;
 
-    /// `(∂x, ∂W)` of a batch of at least [`BACKWARD_BY_BLOCKS`] rows, `∂z` read from memory
+    /// Where the row-blocked backward ([`backward_by_row_blocks`]) finds a layer's `∂z`
+    /// (`m × n`).
+    #[derive(Clone, Copy)]
+    pub(super) enum PreActivationGrad<'a> {
+        /// `∂z` itself, formed by an earlier pass.
+        Given(&'a [f32]),
+        /// A SiLU layer's `∂z = ∂y·(σ + y(1 − σ))` from `∂y` and the forward's `y = silu(z)` and
+        /// `σ = σ(z)`, formed one block of rows at a time into a buffer that stays in L2, its
+        /// column sums (`∂b`) with it. Forming it in a pass of its own writes all of `∂z` to
+        /// memory and reads it back (64 MiB each way a layer in W3 at 65,536).
+        Silu { grad: &'a [f32], y: &'a [f32], s: &'a [f32] },
+        /// The same layer when a thin linear layer follows it (`W₂`, `n × p`, `p ≤ 4`, given
+        /// as `W₂ᵀ`): `∂y = ∂out·W₂ᵀ` from that layer's output gradient `grad` (`m × p`) in the
+        /// same pass, with `W₂`'s gradient `hᵀ·∂out` and `∂b₂`. The layer-at-a-time backward
+        /// writes `∂y` (64 MiB in W3 at 65,536), reads `h` for `∂W₂`, then both again.
+        Head { grad: &'a [f32], p: usize, w2t: &'a [f32], y: &'a [f32], s: &'a [f32] },
+    }
+
+    impl PreActivationGrad<'_> {
+        /// The length of a block's sums: `∂b` for [`Self::Silu`], `[∂b | ∂W₂ᵀ | ∂b₂]` for
+        /// [`Self::Head`].
+        fn sums_len(self, n: usize) -> usize {
+            match self {
+                Self::Given(_) => 0,
+                Self::Silu { .. } => n,
+                Self::Head { p, .. } => n + p * n + p,
+            }
+        }
+
+        /// Whether every operand holds `m` rows.
+        fn holds(self, m: usize, n: usize) -> bool {
+            match self {
+                Self::Given(g) => g.len() >= m * n,
+                Self::Silu { grad, y, s } => grad.len() >= m * n && y.len() >= m * n && s.len() >= m * n,
+                Self::Head { grad, p, w2t, y, s } => (1..=crate::thin::THIN).contains(&p) && grad.len() >= m * p && w2t.len() == p * n && y.len() >= m * n && s.len() >= m * n,
+            }
+        }
+
+        /// Rows `r0..r0 + dz.len() / n` of `∂z` into `dz`, their sums added to `sums`.
+        fn form(self, dz: &mut [f32], r0: usize, n: usize, sums: &mut [f32]) {
+            let span = r0 * n..r0 * n + dz.len();
+            match self {
+                Self::Given(g) => dz.copy_from_slice(&g[span]),
+                Self::Silu { grad, y, s } => simd::silu_backward_from_sigmoid_summing(dz, Some(&grad[span.clone()]), &y[span.clone()], &s[span], sums),
+                Self::Head { grad, p, w2t, y, s } => {
+                    let rows = dz.len() / n;
+                    simd::head_silu_backward_summing(dz, &grad[r0 * p..(r0 + rows) * p], p, w2t, &y[span.clone()], &s[span], sums)
+                }
+            }
+        }
+    }
+
+    /// `∂z` (`m × n`) and its sums ([`PreActivationGrad::sums_len`]) in one parallel pass, by
+    /// blocks of rows whose sums are added in order (the same bits on any number of threads).
+    pub(super) fn pre_activation_grad(dz: PreActivationGrad, m: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+        assert!(n > 0 && dz.holds(m, n));
+        let len = dz.sums_len(n);
+        let rows = (CHUNK / n).max(1);
+        let mut out = vec![0.0f32; m * n];
+        let partials: Vec<Vec<f32>> = out
+            .par_chunks_mut(rows * n)
+            .enumerate()
+            .map(|(b, block)| {
+                let mut sums = vec![0.0f32; len];
+                dz.form(block, b * rows, n, &mut sums);
+                sums
+            })
+            .collect();
+        (out, add_in_order(partials, len))
+    }
+
+    /// `(∂x, ∂W, sums)` of [`backward_by_row_blocks`], the sums where it formed `∂z`.
+    pub(super) type BlockedBackward = (Vec<f32>, Vec<f32>, Option<Vec<f32>>);
+
+    /// `(∂x, ∂W, ∂b)` of a batch of at least [`BACKWARD_BY_BLOCKS`] rows, `∂z` read from memory
     /// once: each thread takes its share of the rows a block at a time, `∂x` of the
     /// block (`∂z·Wᵀ`, `Wᵀ` packed once) and then the block's term of its partial `∂W`
     /// (`xᵀ·∂z`) while the block's `∂z` is in L2; the threads' partial `∂W` are added in order.
     /// Side by side, the two products each read all of `∂z` from memory (64 MiB a layer at
-    /// 65,536; W3's step there: 247–259 ms against 256–264, alternating). `None` where our
-    /// GEMM does not serve both products, or for a smaller batch.
-    fn backward_by_row_blocks(x: &[f32], w: &[f32], grad_pre: &[f32], (m, k, n): (usize, usize, usize)) -> Option<(Vec<f32>, Vec<f32>)> {
+    /// 65,536; W3's step there: 247–259 ms against 256–264, alternating). `∂b` only where this
+    /// pass forms `∂z`: each block's sums ([`PreActivationGrad::sums_len`]), added in the
+    /// blocks' order (the same bits on any number of threads). `None` where our GEMM does not
+    /// serve both products, or for a smaller batch.
+    pub(super) fn backward_by_row_blocks(x: &[f32], w: &[f32], dz: PreActivationGrad, (m, k, n): (usize, usize, usize)) -> Option<BlockedBackward> {
         let threads = rayon::current_num_threads();
         if m < BACKWARD_BY_BLOCKS || threads < 2 || crate::thin::is_thin(m, n, k) || !crate::sgemm::serves(BACKWARD_BLOCK, k) || !crate::sgemm::serves(k, n) {
             return None;
         }
-        assert!(x.len() >= m * k && w.len() >= k * n && grad_pre.len() >= m * n);
+        assert!(x.len() >= m * k && w.len() >= k * n && dz.holds(m, n));
         // Wᵀ (`n × k`, element `(j, i)` at `w[i·n + j]`) packed once for every block's `∂x`.
         // SAFETY: w holds k × n floats (asserted).
         let wt = unsafe { crate::sgemm::PackedB::new(n, k, crate::sgemm::MatRef { ptr: w.as_ptr(), rs: 1, cs: n }) }?;
         let mut gx = Vec::<f32>::with_capacity(m * k);
         let out = SendPtr(gx.as_mut_ptr());
         let share = m.div_ceil(threads).next_multiple_of(BACKWARD_BLOCK);
-        let partials: Vec<Vec<f32>> = (0..m.div_ceil(share))
+        // Each thread's partial `∂W` and its blocks' column sums, in order.
+        let partials: Vec<(Vec<f32>, Vec<Vec<f32>>)> = (0..m.div_ceil(share))
             .into_par_iter()
             .map(|t| {
                 let (r0, r1) = (t * share, ((t + 1) * share).min(m));
                 let mut gw = Vec::<f32>::with_capacity(k * n);
+                let mut block_sums = Vec::new();
+                let mut formed = match dz {
+                    PreActivationGrad::Given(_) => Vec::new(),
+                    _ => vec![0.0f32; BACKWARD_BLOCK * n],
+                };
                 for b0 in (r0..r1).step_by(BACKWARD_BLOCK) {
                     let rows = BACKWARD_BLOCK.min(r1 - b0);
-                    let dz = crate::sgemm::MatRef { ptr: grad_pre[b0 * n..].as_ptr(), rs: n, cs: 1 };
+                    let block = match dz {
+                        PreActivationGrad::Given(g) => &g[b0 * n..(b0 + rows) * n],
+                        _ => {
+                            let mut sums = vec![0.0f32; dz.sums_len(n)];
+                            let block = &mut formed[..rows * n];
+                            dz.form(block, b0, n, &mut sums);
+                            block_sums.push(sums);
+                            &*block
+                        }
+                    };
+                    let dz = crate::sgemm::MatRef { ptr: block.as_ptr(), rs: n, cs: 1 };
                     // SAFETY: the block's rows of ∂z (rows × n) and of ∂x (rows × k, this
                     // thread's alone) are in bounds; gw holds k × n, written by the first
                     // block (`accumulate` false) before any block reads it.
@@ -855,12 +1057,15 @@ pub(crate) mod kernels {
                 }
                 // SAFETY: the first block wrote all k × n.
                 unsafe { gw.set_len(k * n) };
-                gw
+                (gw, block_sums)
             })
             .collect();
         // SAFETY: the blocks wrote every row of ∂x.
         unsafe { gx.set_len(m * k) };
-        Some((gx, add_in_order(partials, k * n)))
+        let (weights, sums): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
+        let len = dz.sums_len(n);
+        let gb = (len > 0).then(|| add_in_order(sums.into_iter().flatten().collect(), len));
+        Some((gx, add_in_order(weights, k * n), gb))
     }
 
     /// `(∂x, ∂W, ∂b)` of `z = x·W + b` from `∂z` (`grad_pre`, `m × n`); `∂x` only when
@@ -878,7 +1083,7 @@ pub(crate) mod kernels {
             let gw = gemm_new((k, n, m), x, (1, k), grad_pre, (n, 1));
             return (None, gw, bias_grad());
         }
-        if let Some((gx, gw)) = backward_by_row_blocks(x, w, grad_pre, (m, k, n)) {
+        if let Some((gx, gw, _)) = backward_by_row_blocks(x, w, PreActivationGrad::Given(grad_pre), (m, k, n)) {
             return (Some(gx), gw, bias_grad());
         }
         let threads = rayon::current_num_threads();
@@ -937,7 +1142,7 @@ pub(crate) mod kernels {
             .zip(s.par_chunks(block))
             .map(|((g, y), s)| {
                 let mut sums = vec![0.0f32; n];
-                simd::silu_backward_from_sigmoid_summing(g, y, s, &mut sums);
+                simd::silu_backward_from_sigmoid_summing(g, None, y, s, &mut sums);
                 sums
             })
             .collect();
@@ -1053,12 +1258,56 @@ pub(crate) mod simd {
     /// `silu′(z) = σ(1 + z(1 − σ)) = σ + y(1 − σ)` with `y = z·σ`, no `exp`, so a plain
     /// vectorised loop is memory-bound already.
     #[inline(always)]
-    fn silu_backward_from_sigmoid_summing_portable(grad: &mut [f32], y: &[f32], s: &[f32], sums: &mut [f32]) {
+    fn silu_backward_from_sigmoid_summing_portable(dz: &mut [f32], grad: Option<&[f32]>, y: &[f32], s: &[f32], sums: &mut [f32]) {
         let n = sums.len();
-        for ((g, y), s) in grad.chunks_exact_mut(n).zip(y.chunks_exact(n)).zip(s.chunks_exact(n)) {
-            for (((g, &y), &s), sum) in g.iter_mut().zip(y).zip(s).zip(sums.iter_mut()) {
-                *g *= s + y * (1.0 - s);
-                *sum += *g;
+        let rows = dz.chunks_exact_mut(n).zip(y.chunks_exact(n)).zip(s.chunks_exact(n));
+        match grad {
+            None => {
+                for ((d, y), s) in rows {
+                    for (((d, &y), &s), sum) in d.iter_mut().zip(y).zip(s).zip(sums.iter_mut()) {
+                        *d *= s + y * (1.0 - s);
+                        *sum += *d;
+                    }
+                }
+            }
+            Some(grad) => {
+                for (((d, y), s), g) in rows.zip(grad.chunks_exact(n)) {
+                    for ((((d, &g), &y), &s), sum) in d.iter_mut().zip(g).zip(y).zip(s).zip(sums.iter_mut()) {
+                        *d = g * (s + y * (1.0 - s));
+                        *sum += *d;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows of a SiLU layer's `∂z` when a thin linear layer follows it (an MLP's last hidden
+    /// layer and its output): `∂hᵢ = ∂yᵢ·W₂ᵀ` (`∂y` rows of `p`, `W₂ᵀ` given as `p` rows of
+    /// `n`), `∂zᵢ = ∂hᵢ·(s + h(1 − s))` into `dz`, and into `sums` (`[∂b₁ | ∂W₂ᵀ | ∂b₂]`,
+    /// `n + p·n + p`): `∂zᵢ`, `∂yᵢ[q]·hᵢ` to row `q` of `∂W₂ᵀ`, and `∂yᵢ`.
+    #[inline(always)]
+    fn head_silu_backward_summing_portable(dz: &mut [f32], grad: &[f32], p: usize, w2t: &[f32], h: &[f32], s: &[f32], sums: &mut [f32]) {
+        let n = w2t.len() / p;
+        let (gb1, rest) = sums.split_at_mut(n);
+        let (gw2t, gb2) = rest.split_at_mut(p * n);
+        for (((d, g), h), s) in dz.chunks_exact_mut(n).zip(grad.chunks_exact(p)).zip(h.chunks_exact(n)).zip(s.chunks_exact(n)) {
+            for (d, &w) in d.iter_mut().zip(&w2t[..n]) {
+                *d = g[0] * w;
+            }
+            for (q, &gq) in g.iter().enumerate().skip(1) {
+                for (d, &w) in d.iter_mut().zip(&w2t[q * n..(q + 1) * n]) {
+                    *d += gq * w;
+                }
+            }
+            for (((d, &h), &s), sum) in d.iter_mut().zip(h).zip(s).zip(gb1.iter_mut()) {
+                *d *= s + h * (1.0 - s);
+                *sum += *d;
+            }
+            for ((row, &gq), b) in gw2t.chunks_exact_mut(n).zip(g).zip(gb2.iter_mut()) {
+                for (w, &h) in row.iter_mut().zip(h) {
+                    *w += gq * h;
+                }
+                *b += gq;
             }
         }
     }
@@ -1160,9 +1409,17 @@ pub(crate) mod simd {
     }
 
     dispatch! {
-        /// `grad ← grad·(s + y(1 − s))`, the SiLU backward from the forward's `y = silu(z)` and
-        /// `s = σ(z)`, on rows of `sums.len()`, the new rows added to `sums`.
-        pub(super) fn silu_backward_from_sigmoid_summing(grad: &mut [f32], y: &[f32], s: &[f32], sums: &mut [f32]) => silu_backward_from_sigmoid_summing_portable
+        /// `dz ← grad·(s + y(1 − s))`, the SiLU backward from the forward's `y = silu(z)` and
+        /// `s = σ(z)`, on rows of `sums.len()`, the new rows added to `sums`; `grad` is `dz`
+        /// itself where it is `None` (in place).
+        pub(super) fn silu_backward_from_sigmoid_summing(dz: &mut [f32], grad: Option<&[f32]>, y: &[f32], s: &[f32], sums: &mut [f32]) => silu_backward_from_sigmoid_summing_portable
+    }
+
+    dispatch! {
+        /// A SiLU layer's `∂z` rows into `dz` when a thin layer (`W₂ᵀ`, `p × n`) follows it,
+        /// from that layer's output gradient rows `grad` (`p` wide) and the forward's `h` and `s`; the
+        /// rows' `[∂b₁ | ∂W₂ᵀ | ∂b₂]` added to `sums`.
+        pub(super) fn head_silu_backward_summing(dz: &mut [f32], grad: &[f32], p: usize, w2t: &[f32], h: &[f32], s: &[f32], sums: &mut [f32]) => head_silu_backward_summing_portable
     }
 
     dispatch! {
@@ -1882,7 +2139,7 @@ pub(crate) mod simd {
             let mut g: Vec<f32> = (0..z.len()).map(|i| 1.0 + (i % 3) as f32).collect();
             // Rows of 2: the column sums of the result come back in `sums` (added to what it held).
             let mut sums = vec![0.5f32, -0.25];
-            super::silu_backward_from_sigmoid_summing(&mut g, &y, &s, &mut sums);
+            super::silu_backward_from_sigmoid_summing(&mut g, None, &y, &s, &mut sums);
             for (j, &sum) in sums.iter().enumerate() {
                 let want = [0.5, -0.25][j] + g.iter().skip(j).step_by(2).map(|&g| f64::from(g)).sum::<f64>();
                 assert!((f64::from(sum) - want).abs() < 1e-5 * want.abs(), "column {j}: {sum} vs {want}");
