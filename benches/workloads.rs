@@ -11,6 +11,7 @@
 //! cargo bench --bench workloads -- --system-allocator  # without flowforge::allocator::retain_freed_memory
 //! cargo bench --bench workloads -- --caller-outside-pool  # without flowforge::threads::compute_on_calling_thread
 //! cargo bench --bench workloads -- --workers-sleep     # without flowforge::threads::keep_workers_polling
+//! cargo bench --bench workloads -- --whole-batch       # sampling by `solve` on the whole batch, not a block of rows per thread
 //! ```
 //!
 //! W0 `gemm_peak` (1,024³ and 2,048³ f32 GEMM by burn's matmul and by flowforge's kernel; the
@@ -31,7 +32,7 @@ use flowforge::losses::time_sampling::TimeSampling;
 use flowforge::metrics::{as_rows, energy_distance, wasserstein2};
 use flowforge::nets::{Mlp, MlpConfig, UNetConfig, predicting};
 use flowforge::paths::{AffinePath, CondOt, DiscreteScheduleConfig};
-use flowforge::samplers::{Ddim, DdimSpacing, Ddpm, Euler, NoNoise, PathModel, Rk4, SeededNoise, SolveOptions, TimeGrid, solve};
+use flowforge::samplers::{Ddim, DdimSpacing, Ddpm, Euler, NoNoise, NoiseSource, PathModel, Rk4, RowBlocks, Sampler, SaveAt, SeededNoise, SolveOptions, TimeGrid, VectorField, solve, solve_by_row_blocks};
 use flowforge::train::{FusedAdam, Trainer, TrainerConfig};
 use flowforge::{Condition, Noise, Velocity};
 use std::time::Instant;
@@ -41,6 +42,24 @@ type Fields = Vec<(String, String)>;
 /// `--seed N` shifts every seed of W1/W2 (model initialisation, training noise, sampling noise)
 /// by N, for the quality-at-equal-budget average over seeds; 0 is the workload's own seeds.
 static SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// `--whole-batch`: sample with `solve` on the whole batch instead of a block of rows per thread.
+static WHOLE_BATCH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The final state of `sampler` from `x` over `grid`: a block of rows per thread
+/// (`solve_by_row_blocks`, block `b` drawing from `noise(b)`), or with `--whole-batch` one
+/// `solve` of the whole batch drawing from `noise(0)`.
+fn sample<F, P, N, const D: usize>(field: impl Fn(std::ops::Range<usize>) -> flowforge::Result<F> + Sync, sampler: &P, x: Tensor<D>, grid: &TimeGrid, noise: impl Fn(usize) -> N + Sync) -> flowforge::Result<Tensor<D>>
+where
+    F: VectorField<D>,
+    P: Sampler<F, D> + Sync,
+    N: NoiseSource,
+{
+    if WHOLE_BATCH.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(solve(&field(0..x.dims()[0])?, sampler, x, grid, &mut noise(0), SolveOptions::default())?.x);
+    }
+    Ok(solve_by_row_blocks(field, sampler, x, grid, noise, RowBlocks::OnePerThread, SaveAt::Final)?.x)
+}
 
 fn seed(base: u64) -> u64 {
     base + SEED.load(std::sync::atomic::Ordering::Relaxed)
@@ -131,16 +150,19 @@ fn cfm_moons(device: &Device) -> flowforge::Result<Fields> {
         objective.loss(&predicting::<Velocity, _>(model), x0, x1.clone(), None, &t, &Condition::none())
     })?;
     let velocity = predicting::<Velocity, _>(&net);
-    let field_model = PathModel::new(&velocity, &path);
+    // Each thread samples its share of the rows from the first step to the last
+    // (`solve_by_row_blocks`; the same values as `solve` on the whole batch for these
+    // deterministic samplers).
+    let field_model = |_rows| Ok(PathModel::new(&velocity, &path));
     let x0 = standard_normal([10_000, 2], &mut rng(seed(7)), device);
     for (name, steps, rk4) in [("euler100", 100, false), ("rk4_25", 25, true)] {
         let start = Instant::now();
         let solution = if rk4 {
-            solve(&field_model, &Rk4, x0.clone(), &TimeGrid::uniform(steps)?, &mut NoNoise, SolveOptions::default())?
+            sample(field_model, &Rk4, x0.clone(), &TimeGrid::uniform(steps)?, |_| NoNoise)?
         } else {
-            solve(&field_model, &Euler, x0.clone(), &TimeGrid::uniform(steps)?, &mut NoNoise, SolveOptions::default())?
+            sample(field_model, &Euler, x0.clone(), &TimeGrid::uniform(steps)?, |_| NoNoise)?
         };
-        let points = tensor_to_points(solution.x);
+        let points = tensor_to_points(solution);
         field(&mut fields, &format!("{name}_s"), format!("{:.4}", start.elapsed().as_secs_f64()));
         quality(&mut fields, name, &points)?;
     }
@@ -162,19 +184,21 @@ fn ddpm_moons(device: &Device) -> flowforge::Result<Fields> {
         objective.loss(&predicting::<Noise, _>(model), x0, x1.clone(), None, &t, &Condition::none())
     })?;
     let eps = predicting::<Noise, _>(&net);
-    let field_model = PathModel::new(&eps, &path);
+    // A block of rows per thread, as in W1; the ancestral sampler's block `b` draws its noise
+    // from `SeededNoise::for_block(seed, b)`.
+    let field_model = |_rows| Ok(PathModel::new(&eps, &path));
     let x0 = standard_normal([10_000, 2], &mut rng(seed(7)), device);
     let axis = schedule.timesteps();
     let start = Instant::now();
     let grid = TimeGrid::ddim(DdimSpacing::Leading { steps_offset: 0 }, 1000, axis, true)?;
-    let ancestral = solve(&field_model, &Ddpm::default(), x0.clone(), &grid, &mut SeededNoise::new(seed(8)), SolveOptions::default())?;
-    let points = tensor_to_points(ancestral.x);
+    let ancestral = sample(field_model, &Ddpm::default(), x0.clone(), &grid, |b| SeededNoise::for_block(seed(8), b))?;
+    let points = tensor_to_points(ancestral);
     field(&mut fields, "ddpm1000_s", format!("{:.4}", start.elapsed().as_secs_f64()));
     quality(&mut fields, "ddpm1000", &points)?;
     let start = Instant::now();
     let grid = TimeGrid::ddim(DdimSpacing::Leading { steps_offset: 0 }, 50, axis, true)?;
-    let implicit = solve(&field_model, &Ddim::new(0.0)?, x0, &grid, &mut NoNoise, SolveOptions::default())?;
-    let points = tensor_to_points(implicit.x);
+    let implicit = sample(field_model, &Ddim::new(0.0)?, x0, &grid, |_| NoNoise)?;
+    let points = tensor_to_points(implicit);
     field(&mut fields, "ddim50_s", format!("{:.4}", start.elapsed().as_secs_f64()));
     quality(&mut fields, "ddim50", &points)?;
     field(&mut fields, "n_sample", 10_000);
@@ -319,11 +343,13 @@ fn unet_digits_step(device: &Device) -> flowforge::Result<Fields> {
     field(&mut fields, "train_gflops", format!("{:.2}", flop_train / 1e9 / (ms / 1e3)));
     let net = model.valid();
     let velocity = predicting::<Velocity, _>(&net);
-    let field_model = PathModel::new(&velocity, &path);
+    // 128 images per thread from the first step to the last (the same values as `solve` on
+    // all 256: the U-Net treats images independently).
+    let field_model = |_rows| Ok(PathModel::new(&velocity, &path));
     let x0 = standard_normal([256, 1, 16, 16], &mut rng(7), device);
     let start = Instant::now();
-    let solution = solve(&field_model, &Euler, x0, &TimeGrid::uniform(100)?, &mut NoNoise, SolveOptions::default())?;
-    let has_nan = solution.x.clone().is_nan().any().into_scalar::<bool>();
+    let solution = sample(field_model, &Euler, x0, &TimeGrid::uniform(100)?, |_| NoNoise)?;
+    let has_nan = solution.clone().is_nan().any().into_scalar::<bool>();
     let seconds = start.elapsed().as_secs_f64();
     field(&mut fields, "euler100_256img_s", format!("{seconds:.4}"));
     field(&mut fields, "flop_fwd_b256", 31_058_821_120u64);
@@ -344,6 +370,7 @@ fn main() -> std::process::ExitCode {
             }
         }
     }
+    WHOLE_BATCH.store(args.iter().any(|a| a == "--whole-batch"), std::sync::atomic::Ordering::Relaxed);
     // `--system-allocator` keeps glibc's defaults (large buffers mmapped and unmapped per op).
     let retained = !args.iter().any(|a| a == "--system-allocator") && flowforge::allocator::retain_freed_memory();
     eprintln!("allocator: freed memory {}", if retained { "retained for reuse (flowforge::allocator)" } else { "returned (glibc defaults)" });

@@ -76,3 +76,51 @@ fn the_empirical_oracle_is_a_mixture_of_point_masses_and_memorises() {
         assert!(nearest < 1e-3, "sample {p:?} is {nearest} from the data");
     }
 }
+
+/// `solve_by_row_blocks` on the W2 network (an untrained 3 × 256 SiLU MLP predicting noise on
+/// the DDPM schedule) and 1,001 points: a deterministic sampler gives `solve`'s values to the
+/// bit, final and saved states, for uneven blocks and one block per thread; a stochastic one
+/// draws block `b`'s noise from `SeededNoise::for_block(seed, b)`, so one block is `solve`
+/// with `SeededNoise::new(seed)` and each block is `solve` on its rows with its own source.
+#[test]
+fn solving_by_row_blocks_is_solve_on_each_block() {
+    use flowforge::nets::{MlpConfig, predicting};
+    use flowforge::{Condition, Noise};
+    let d = device();
+    d.seed(3);
+    let net = MlpConfig::new(2).init(&d).unwrap();
+    let eps = predicting::<Noise, _>(&net);
+    let schedule = DiscreteScheduleConfig::new().init().unwrap();
+    let path = AffinePath::new(schedule.clone());
+    let field = |_rows: std::ops::Range<usize>| Ok(PathModel::new(&eps, &path).with_condition(Condition::none()));
+    let x = standard_normal([1001, 2], &mut rng(5), &d);
+    let bits = |t: &Tensor<2>| tensor_to_vec(t.clone()).iter().map(|v| (*v as f32).to_bits()).collect::<Vec<_>>();
+
+    let grid = TimeGrid::ddim(DdimSpacing::Leading { steps_offset: 0 }, 10, schedule.timesteps(), true).unwrap();
+    let whole = solve(&field(0..1001).unwrap(), &Ddim::new(0.0).unwrap(), x.clone(), &grid, &mut NoNoise, SolveOptions::default().save_at(SaveAt::Steps)).unwrap();
+    for blocks in [RowBlocks::Rows(300), RowBlocks::Rows(1001), RowBlocks::OnePerThread] {
+        let split = solve_by_row_blocks(field, &Ddim::new(0.0).unwrap(), x.clone(), &grid, |_| NoNoise, blocks, SaveAt::Steps).unwrap();
+        assert!(bits(&split.x) == bits(&whole.x), "{blocks:?}");
+        assert_eq!((split.evaluations, split.steps, split.saved.len()), (10, 10, 11), "{blocks:?}");
+        for ((t, a), (u, b)) in split.saved.iter().zip(&whole.saved) {
+            assert!(t == u && bits(a) == bits(b), "{blocks:?} at t = {t}");
+        }
+    }
+
+    let grid = TimeGrid::ddim(DdimSpacing::Leading { steps_offset: 0 }, 20, schedule.timesteps(), true).unwrap();
+    let noise = |b| SeededNoise::for_block(7, b);
+    let one = solve_by_row_blocks(field, &Ddpm::default(), x.clone(), &grid, noise, RowBlocks::Rows(2000), SaveAt::Final).unwrap();
+    let whole = solve(&field(0..1001).unwrap(), &Ddpm::default(), x.clone(), &grid, &mut SeededNoise::new(7), SolveOptions::default()).unwrap();
+    assert!(bits(&one.x) == bits(&whole.x), "one block");
+    let split = solve_by_row_blocks(field, &Ddpm::default(), x.clone(), &grid, noise, RowBlocks::Rows(300), SaveAt::Final).unwrap();
+    assert_eq!(split.x.dims(), [1001, 2]);
+    for (b, rows) in [(0usize, 0..300usize), (2, 600..900), (3, 900..1001)] {
+        let alone = solve(&field(rows.clone()).unwrap(), &Ddpm::default(), x.clone().narrow(0, rows.start, rows.len()), &grid, &mut noise(b), SolveOptions::default()).unwrap();
+        assert!(bits(&split.x.clone().narrow(0, rows.start, rows.len())) == bits(&alone.x), "block {b}");
+    }
+    // Each block its own stream: block 1's rows are not what `solve` on the whole batch drew.
+    assert!(bits(&split.x.clone().narrow(0, 300, 300)) != bits(&whole.x.clone().narrow(0, 300, 300)), "block 1 drew solve's stream");
+
+    let empty = solve_by_row_blocks(field, &Ddpm::default(), x, &grid, noise, RowBlocks::Rows(0), SaveAt::Final);
+    assert!(matches!(empty, Err(flowforge::Error::InvalidParameter { name: "rows per block", .. })), "{:?}", empty.err());
+}

@@ -37,5 +37,5 @@ pub use field::{Evaluation, FnField, PathModel, VectorField};
 pub use grid::{DdimSpacing, TimeGrid, ddim_levels};
 pub use noise::{DeviceNoise, NoNoise, NoiseSource, ReplayNoise, SeededNoise};
 pub use ode::{Euler, Heun, Midpoint, NoiseToSignal, OdeSolver, Rk4};
-pub use sampler::{SaveAt, Sampler, Solution, SolveOptions, StepIndex, StepInfo, reflow_pairs, solve};
+pub use sampler::{RowBlocks, SaveAt, Sampler, Solution, SolveOptions, StepIndex, StepInfo, reflow_pairs, solve, solve_by_row_blocks};
 pub use sde::{Diffusion, EulerMaruyama, Langevin, PredictorCorrector};

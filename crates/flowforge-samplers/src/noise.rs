@@ -33,6 +33,21 @@ impl SeededNoise {
             rng: StdRng::seed_from_u64(seed),
         }
     }
+
+    /// The source of block `block` of a [`crate::solve_by_row_blocks`] run seeded with
+    /// `seed`: block 0 draws what `SeededNoise::new(seed)` draws (so one block is [`crate::solve`]
+    /// with that source), each other block a stream of its own, its seed `seed` and `block`
+    /// mixed by SplitMix64's finaliser (Steele, Lea & Flood, *Fast splittable pseudorandom
+    /// number generators*, OOPSLA 2014).
+    pub fn for_block(seed: u64, block: usize) -> Self {
+        if block == 0 {
+            return Self::new(seed);
+        }
+        let mut z = seed ^ (block as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Self::new(z ^ (z >> 31))
+    }
 }
 
 impl NoiseSource for SeededNoise {

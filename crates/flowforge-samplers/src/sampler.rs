@@ -123,7 +123,8 @@ pub struct Solution<const D: usize> {
     pub steps: usize,
 }
 
-/// Runs `sampler` on `field` from `x` over `grid`: the one driver of flowforge.
+/// Runs `sampler` on `field` from `x` over `grid`: the one driver of flowforge
+/// ([`solve_by_row_blocks`] runs it on blocks of rows, one per thread).
 ///
 /// Works in both directions (an increasing grid samples, a decreasing grid encodes, for
 /// samplers that allow it). Per-step coefficients are computed on the host from the f64 grid;
@@ -199,6 +200,77 @@ where
         evaluations: field.evaluations() - start_evaluations,
         steps,
     })
+}
+
+/// How [`solve_by_row_blocks`] splits a batch into blocks of rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RowBlocks {
+    /// As many blocks as rayon has threads, of `⌈batch / threads⌉` rows each.
+    #[default]
+    OnePerThread,
+    /// Blocks of this many rows (the last may be shorter): a layout, and so a noise stream,
+    /// that does not depend on the machine.
+    Rows(usize),
+}
+
+/// [`solve`] on blocks of rows of `x`, each block on its own thread from the first step to the
+/// last, the blocks' results stacked in order: for a CPU, where one solve runs each step's
+/// operations one after the other, splitting every operation across the threads and meeting at
+/// the end of each. Blocks meet only once. On W2's DDPM ancestral sampling (10,000 points,
+/// 1,000 steps, two threads) the one-thread work between the network's parallel regions (the
+/// sampler's update, the noise, the input's assembly) and the threads' uneven finish of each
+/// region left the second core idle for 5–9% of a step: 8.9–9.5 s against 9.7–9.9 s.
+///
+/// **The model must treat rows independently** (the same output for a row whatever the rest
+/// of the batch: an MLP or a U-Net in inference, not a batch-statistics layer or a
+/// cross-sample coupling). Then a deterministic sampler gives the same values as [`solve`]
+/// on the whole batch, bit for bit where the backend computes a row the same way in any batch
+/// (burn-flex and flowforge's kernels do). `field(rows)` builds the field for a block's rows
+/// (slicing per-row conditioning to them), and `noise(block)` the block's noise source
+/// ([`crate::SeededNoise::for_block`]), so a stochastic sampler draws a different stream
+/// than [`solve`] would, the same one for the same blocks. [`Solution::evaluations`] counts
+/// a block's evaluations (every block takes the same steps), not their sum.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for `RowBlocks::Rows(0)`; the first error of any block (as
+/// [`solve`]).
+pub fn solve_by_row_blocks<F, P, N, const D: usize>(
+    field: impl Fn(std::ops::Range<usize>) -> Result<F> + Sync,
+    sampler: &P,
+    x: Tensor<D>,
+    grid: &TimeGrid,
+    noise: impl Fn(usize) -> N + Sync,
+    blocks: RowBlocks,
+    save_at: SaveAt,
+) -> Result<Solution<D>>
+where
+    F: VectorField<D>,
+    P: Sampler<F, D> + Sync,
+    N: NoiseSource,
+{
+    use rayon::prelude::*;
+    let batch = x.dims()[0];
+    let rows = match blocks {
+        RowBlocks::OnePerThread => batch.div_ceil(rayon::current_num_threads()).max(1),
+        RowBlocks::Rows(0) => return Err(Error::invalid("rows per block", 0.0, "at least 1")),
+        RowBlocks::Rows(rows) => rows,
+    };
+    let count = batch.div_ceil(rows).max(1);
+    let run = |block: usize| {
+        let range = block * rows..((block + 1) * rows).min(batch);
+        let part = if count == 1 { x.clone() } else { x.clone().narrow(0, range.start, range.len()) };
+        solve(&field(range)?, sampler, part, grid, &mut noise(block), SolveOptions::default().save_at(save_at.clone()))
+    };
+    let mut parts: Vec<Solution<D>> = (0..count).into_par_iter().map(run).collect::<Result<_>>()?;
+    if parts.len() == 1 {
+        return Ok(parts.remove(0));
+    }
+    let (evaluations, steps) = (parts[0].evaluations, parts[0].steps);
+    let saved = (0..parts[0].saved.len())
+        .map(|i| (parts[0].saved[i].0, Tensor::cat(parts.iter().map(|p| p.saved[i].1.clone()).collect(), 0)))
+        .collect();
+    let x = Tensor::cat(parts.into_iter().map(|p| p.x).collect(), 0);
+    Ok(Solution { x, saved, evaluations, steps })
 }
 
 /// Rectified-flow "reflow" couplings (Liu, Gong & Liu, *Flow Straight and Fast*, ICLR 2023,
