@@ -254,6 +254,7 @@ impl FusedLinearBackend for Flex {
             Some((gx, gw1, sums)) => (Some(gx), gw1, sums.expect("a head's sums")),
             None => {
                 let (dz, sums) = kernels::pre_activation_grad(head, m, n);
+                // `∂b₁` is in `sums` already: an empty one stands in, so that no pass sums it again.
                 let (gx, gw1, _) = kernels::affine_backward(&x_data, &w1_data, &dz, (m, k, n), need_x, Some(Vec::new()));
                 (gx, gw1, sums)
             }
