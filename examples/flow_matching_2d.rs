@@ -26,7 +26,7 @@ use flowforge::metrics::{as_rows, energy_distance, wasserstein2};
 use flowforge::nets::{MlpConfig, predicting};
 use flowforge::paths::{AffinePath, CondOt};
 use flowforge::plot::{Figure, Panel, Rgb};
-use flowforge::samplers::{Euler, NoNoise, PathModel, Rk4, SaveAt, SolveOptions, TimeGrid, solve};
+use flowforge::samplers::{Euler, NoNoise, PathModel, Rk4, RowBlocks, SaveAt, SolveOptions, TimeGrid, solve, solve_by_row_blocks};
 use flowforge::train::{LrSchedule, Trainer, TrainerConfig};
 use flowforge::{Condition, Velocity};
 use std::time::Instant;
@@ -81,12 +81,16 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let field = PathModel::new(&velocity, &path);
     let x0 = standard_normal([n_samples, 2], &mut rng(seed + 7), &device);
     let mut results = Vec::new();
+    // The MLP treats points independently, so each thread can take its share of them from the
+    // first step to the last (`solve_by_row_blocks`): the same points as `solve` on all of
+    // them, without meeting the other thread at every step.
+    let blocks = |_rows| Ok(PathModel::new(&velocity, &path));
     for (name, grid, rk4) in [("Euler-100", TimeGrid::uniform(100)?, false), ("RK4-25", TimeGrid::uniform(25)?, true)] {
         let start = Instant::now();
         let solution = if rk4 {
-            solve(&field, &Rk4, x0.clone(), &grid, &mut NoNoise, SolveOptions::default())?
+            solve_by_row_blocks(blocks, &Rk4, x0.clone(), &grid, |_| NoNoise, RowBlocks::OnePerThread, SaveAt::Final)?
         } else {
-            solve(&field, &Euler, x0.clone(), &grid, &mut NoNoise, SolveOptions::default())?
+            solve_by_row_blocks(blocks, &Euler, x0.clone(), &grid, |_| NoNoise, RowBlocks::OnePerThread, SaveAt::Final)?
         };
         let points = tensor_to_points(solution.x);
         let seconds = start.elapsed().as_secs_f64();
