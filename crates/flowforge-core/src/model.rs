@@ -63,6 +63,18 @@ impl Condition {
     pub fn is_none(&self) -> bool {
         self.labels.is_none() && self.vectors.is_none()
     }
+
+    /// The conditioning of rows `rows` of the batch (labels and vectors sliced alike), for a
+    /// block of a batch run on its own (`flowforge_samplers::solve_by_row_blocks`).
+    ///
+    /// # Panics
+    /// As `Tensor::narrow`: when `rows` reaches past the batch.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Self {
+        Self {
+            labels: self.labels.clone().map(|l| l.narrow(0, rows.start, rows.len())),
+            vectors: self.vectors.clone().map(|v| v.narrow(0, rows.start, rows.len())),
+        }
+    }
 }
 
 /// A model of `x_t ↦` prediction at time `t`, for batches of rank-`D` tensors.

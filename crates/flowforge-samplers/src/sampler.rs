@@ -226,7 +226,8 @@ pub enum RowBlocks {
 /// cross-sample coupling). Then a deterministic sampler gives the same values as [`solve`]
 /// on the whole batch, bit for bit where the backend computes a row the same way in any batch
 /// (burn-flex and flowforge's kernels do). `field(rows)` builds the field for a block's rows
-/// (slicing per-row conditioning to them), and `noise(block)` the block's noise source
+/// (per-row conditioning sliced to them: `Condition::rows`), and `noise(block)` the block's
+/// noise source
 /// ([`crate::SeededNoise::for_block`]), so a stochastic sampler draws a different stream
 /// than [`solve`] would, the same one for the same blocks. [`Solution::evaluations`] counts
 /// a block's evaluations (every block takes the same steps), not their sum.
