@@ -140,11 +140,12 @@ fn row_blocks_slice_per_row_conditioning() {
     let path = AffinePath::new(CondOt::default());
     let labels = Tensor::<1, Int>::from_data(TensorData::new((0..301).map(|i| (i % 3 % 2) as i64).collect::<Vec<i64>>(), [301]), &d);
     let condition = Condition::labels(labels);
-    assert_eq!(condition.rows(100..250).labels.unwrap().into_data().convert::<i64>().try_to_vec::<i64>().unwrap(), (100..250).map(|i| (i % 3 % 2) as i64).collect::<Vec<_>>());
+    assert_eq!(condition.rows(100..250).unwrap().labels.unwrap().into_data().convert::<i64>().try_to_vec::<i64>().unwrap(), (100..250).map(|i| (i % 3 % 2) as i64).collect::<Vec<_>>());
+    assert!(matches!(condition.rows(250..302), Err(flowforge::Error::ShapeMismatch { .. })), "a block past the labels");
     let x0 = standard_normal([301, 2], &mut rng(4), &d);
     let grid = TimeGrid::uniform(30).unwrap();
     let whole = solve(&PathModel::new(&guided, &path).with_condition(condition.clone()), &Euler, x0.clone(), &grid, &mut NoNoise, SolveOptions::default()).unwrap();
-    let field = |rows: std::ops::Range<usize>| Ok(PathModel::new(&guided, &path).with_condition(condition.rows(rows)));
+    let field = |rows: std::ops::Range<usize>| Ok(PathModel::new(&guided, &path).with_condition(condition.rows(rows)?));
     let split = solve_by_row_blocks(field, &Euler, x0, &grid, |_| NoNoise, RowBlocks::Rows(100), SaveAt::Final).unwrap();
     let bits = |t: Tensor<2>| tensor_to_vec(t).iter().map(|v| (*v as f32).to_bits()).collect::<Vec<_>>();
     assert!(bits(split.x) == bits(whole.x), "blocks of 100 rows against the whole batch");

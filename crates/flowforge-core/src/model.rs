@@ -21,7 +21,7 @@
 //! ```
 
 use crate::prediction::{PredictionType, Predicted};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::time::Times;
 use burn::tensor::{Int, Tensor};
 
@@ -67,13 +67,26 @@ impl Condition {
     /// The conditioning of rows `rows` of the batch (labels and vectors sliced alike), for a
     /// block of a batch run on its own (`flowforge_samplers::solve_by_row_blocks`).
     ///
-    /// # Panics
-    /// As `Tensor::narrow`: when `rows` reaches past the batch.
-    pub fn rows(&self, rows: std::ops::Range<usize>) -> Self {
-        Self {
+    /// # Errors
+    /// [`Error::ShapeMismatch`] when `rows` reaches past the labels or the vectors.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Result<Self> {
+        let within = |what: &'static str, batch: usize| {
+            if rows.start <= rows.end && rows.end <= batch {
+                Ok(())
+            } else {
+                Err(Error::ShapeMismatch { what, expected: vec![rows.end], actual: vec![batch] })
+            }
+        };
+        if let Some(labels) = &self.labels {
+            within("condition labels for a block of rows", labels.dims()[0])?;
+        }
+        if let Some(vectors) = &self.vectors {
+            within("condition vectors for a block of rows", vectors.dims()[0])?;
+        }
+        Ok(Self {
             labels: self.labels.clone().map(|l| l.narrow(0, rows.start, rows.len())),
             vectors: self.vectors.clone().map(|v| v.narrow(0, rows.start, rows.len())),
-        }
+        })
     }
 }
 
