@@ -1837,6 +1837,91 @@ pub(crate) mod x86 {
         unsafe { _mm512_div_ps(_mm512_set1_ps(1.0), one_plus_exp_neg16(z)) }
     }
 
+    /// Four depth steps of one A row of the 12 × 32 kernel: two pairs of broadcasts from `$row`
+    /// (an address expression), each against one pair of B rows (`zmm24`–`zmm27`).
+    macro_rules! row_steps {
+        ($row:literal, $d:literal, $d2:literal, $c0:literal, $c1:literal) => {
+            concat!(
+                "vbroadcastss zmm28, dword ptr [", $row, " + ", $d, "]\n",
+                "vbroadcastss zmm29, dword ptr [", $row, " + ", $d2, "]\n",
+                "vfmadd231ps zmm", $c0, ", zmm28, zmm24\n",
+                "vfmadd231ps zmm", $c1, ", zmm28, zmm25\n",
+                "vfmadd231ps zmm", $c0, ", zmm29, zmm26\n",
+                "vfmadd231ps zmm", $c1, ", zmm29, zmm27\n",
+            )
+        };
+    }
+
+    /// Two depth steps (A byte offsets `$d`, `$d2`; B rows at byte offset `$b`) for all twelve
+    /// rows: row `4g + j` at `a_g + j·lda` (`{l}` = `lda` in bytes, `{l3}` = three times that).
+    macro_rules! pair_steps {
+        ($d:literal, $d2:literal, $b:literal) => {
+            concat!(
+                "vmovups zmm24, zmmword ptr [{b} + ", $b, "]\n",
+                "vmovups zmm25, zmmword ptr [{b} + ", $b, " + 64]\n",
+                "vmovups zmm26, zmmword ptr [{b} + ", $b, " + 128]\n",
+                "vmovups zmm27, zmmword ptr [{b} + ", $b, " + 192]\n",
+                row_steps!("{a0}", $d, $d2, "0", "1"),
+                row_steps!("{a0} + {l}", $d, $d2, "2", "3"),
+                row_steps!("{a0} + 2*{l}", $d, $d2, "4", "5"),
+                row_steps!("{a0} + {l3}", $d, $d2, "6", "7"),
+                row_steps!("{a4}", $d, $d2, "8", "9"),
+                row_steps!("{a4} + {l}", $d, $d2, "10", "11"),
+                row_steps!("{a4} + 2*{l}", $d, $d2, "12", "13"),
+                row_steps!("{a4} + {l3}", $d, $d2, "14", "15"),
+                row_steps!("{a8}", $d, $d2, "16", "17"),
+                row_steps!("{a8} + {l}", $d, $d2, "18", "19"),
+                row_steps!("{a8} + 2*{l}", $d, $d2, "20", "21"),
+                row_steps!("{a8} + {l3}", $d, $d2, "22", "23"),
+            )
+        };
+    }
+
+    /// Depth steps `0..4·quads` of [`kernel_12x32_rows`] with B packed, written out: every A
+    /// address is one of three row-group pointers plus `lda` or `3·lda` (scaled in the address),
+    /// so a step of four depth entries costs four pointer increments and the loop branch beside
+    /// its 96 FMAs. LLVM's version of the same loop rebuilt the twelve row addresses with a chain
+    /// of adds every two steps, and those adds compete with the FMAs for ports 0 and 5.
+    ///
+    /// # Safety
+    /// AVX-512F; `a` must hold twelve rows of `4·quads` floats at stride `lda`, `b` `4·quads`
+    /// packed rows of 32 floats; `quads > 0`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn depth_12x32_rows(acc: &mut [[__m512; 2]; 12], a: *const f32, lda: usize, b: *const f32, quads: usize) {
+        let [[mut c0, mut c1], [mut c2, mut c3], [mut c4, mut c5], [mut c6, mut c7], [mut c8, mut c9], [mut c10, mut c11], [mut c12, mut c13], [mut c14, mut c15], [mut c16, mut c17], [mut c18, mut c19], [mut c20, mut c21], [mut c22, mut c23]] = *acc;
+        unsafe {
+            std::arch::asm!(
+                ".p2align 5",
+                "2:",
+                pair_steps!("0", "4", "0"),
+                pair_steps!("8", "12", "256"),
+                "add {a0}, 16",
+                "add {a4}, 16",
+                "add {a8}, 16",
+                "add {b}, 512",
+                "dec {n}",
+                "jnz 2b",
+                a0 = inout(reg) a => _,
+                a4 = inout(reg) a.add(4 * lda) => _,
+                a8 = inout(reg) a.add(8 * lda) => _,
+                b = inout(reg) b => _,
+                n = inout(reg) quads => _,
+                l = in(reg) lda * 4,
+                l3 = in(reg) lda * 12,
+                inout("zmm0") c0, inout("zmm1") c1, inout("zmm2") c2, inout("zmm3") c3,
+                inout("zmm4") c4, inout("zmm5") c5, inout("zmm6") c6, inout("zmm7") c7,
+                inout("zmm8") c8, inout("zmm9") c9, inout("zmm10") c10, inout("zmm11") c11,
+                inout("zmm12") c12, inout("zmm13") c13, inout("zmm14") c14, inout("zmm15") c15,
+                inout("zmm16") c16, inout("zmm17") c17, inout("zmm18") c18, inout("zmm19") c19,
+                inout("zmm20") c20, inout("zmm21") c21, inout("zmm22") c22, inout("zmm23") c23,
+                out("zmm24") _, out("zmm25") _, out("zmm26") _, out("zmm27") _, out("zmm28") _, out("zmm29") _,
+                options(nostack, readonly),
+            );
+        }
+        *acc = [[c0, c1], [c2, c3], [c4, c5], [c6, c7], [c8, c9], [c10, c11], [c12, c13], [c14, c15], [c16, c17], [c18, c19], [c20, c21], [c22, c23]];
+    }
+
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     unsafe fn kernel_body<const PACKED: bool, const MR: usize>(
@@ -1901,6 +1986,13 @@ pub(crate) mod x86 {
             if b.offsets.is_null() {
                 // Packed: rows in order, 32 floats apart (a running pointer, not `p·32`).
                 let mut bp = b.ptr;
+                let (mut a, mut kc) = (a, kc);
+                if !PACKED && MR == 12 && kc >= 4 {
+                    let quads = kc / 4;
+                    // SAFETY: MR == 12, so `acc` is the 12-row array the loop expects.
+                    depth_12x32_rows(&mut *(&mut acc as *mut [[__m512; 2]; MR] as *mut [[__m512; 2]; 12]), a, lda, bp, quads);
+                    (a, bp, kc) = (a.add(4 * quads), bp.add(128 * quads), kc % 4);
+                }
                 depth::<PACKED, MR>(&mut acc, a, lda, kc, |_| {
                     let row = (_mm512_loadu_ps(bp), _mm512_loadu_ps(bp.add(16)));
                     bp = bp.add(32);
