@@ -1880,8 +1880,11 @@ pub(crate) mod x86 {
     /// Depth steps `0..4·quads` of [`kernel_12x32_rows`] with B packed, written out: every A
     /// address is one of three row-group pointers plus `lda` or `3·lda` (scaled in the address),
     /// so a step of four depth entries costs four pointer increments and the loop branch beside
-    /// its 96 FMAs. LLVM's version of the same loop rebuilt the twelve row addresses with a chain
-    /// of adds every two steps, and those adds compete with the FMAs for ports 0 and 5.
+    /// its 96 FMAs. LLVM's version of the same loop rebuilt the twelve row addresses with a
+    /// dependent chain of adds every two steps. Written out, the MLP's evaluation ran 3–4%
+    /// faster and the 1024³ product 16% (session 32 in `docs/performance.md`), though extra
+    /// ALU operations alone cost a loop of FMAs nothing there: what LLVM's schedule lost is not
+    /// port time.
     ///
     /// # Safety
     /// AVX-512F; `a` must hold twelve rows of `4·quads` floats at stride `lda`, `b` `4·quads`
