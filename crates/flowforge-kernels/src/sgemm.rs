@@ -1837,8 +1837,9 @@ pub(crate) mod x86 {
         unsafe { _mm512_div_ps(_mm512_set1_ps(1.0), one_plus_exp_neg16(z)) }
     }
 
-    /// Four depth steps of one A row of the 12 × 32 kernel: two pairs of broadcasts from `$row`
-    /// (an address expression), each against one pair of B rows (`zmm24`–`zmm27`).
+    /// Two depth steps of one A row of the 12 × 32 kernel: a broadcast from `$row + $d` against
+    /// B's first row (`zmm24`, `zmm25`) and one from `$row + $d2` against its second (`zmm26`,
+    /// `zmm27`).
     macro_rules! row_steps {
         ($row:literal, $d:literal, $d2:literal, $c0:literal, $c1:literal) => {
             concat!(
