@@ -82,7 +82,8 @@ pub trait FusedLinearBackend: Backend {
     /// the extension macro routes no `Vec` or `Option` of tensors to a backend, and flattening
     /// the weights into one tensor cost a copy of them per call, 2% of a sampling step.) Where
     /// a backend fuses it, each block of rows goes through every layer while its activations
-    /// are in cache. No backward of its own: training goes through the layers.
+    /// are in cache. Under autodiff the whole MLP is one node, whose backward is
+    /// [`FusedLinearBackend::fused_silu_mlp_backward`].
     #[allow(clippy::too_many_arguments)]
     fn fused_silu_mlp(
         x: FloatTensor<Self>,
@@ -106,6 +107,47 @@ pub trait FusedLinearBackend: Backend {
             h = Self::fused_linear(h, w, b, i + 1 < layers);
         }
         h
+    }
+
+    /// The backward of [`FusedLinearBackend::fused_silu_mlp`]: `(∂x, (∂W₀, …, ∂W₅), (∂b₀, …,
+    /// ∂b₅))` from the output gradient `grad`, the input `x`, the weights and, for each SiLU
+    /// layer `i < layers − 1`, its output `hᵢ = silu(zᵢ)` and `σ(zᵢ)` (`hᵢ`, `sᵢ`). Weight slots
+    /// from `layers` on and activation slots from `layers − 1` on hold anything and are not
+    /// read; the gradients returned there are placeholders, as is `∂x` without `need_x` (as in
+    /// [`FusedLinearBackend::fused_linear_backward`]). The default is the layers' backwards one
+    /// after the other, the last two as
+    /// [`FusedLinearBackend::fused_linear_silu_linear_backward`]. Where a backend fuses it,
+    /// each block of rows goes back through every layer while its gradients are in cache.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn fused_silu_mlp_backward(
+        x: FloatTensor<Self>,
+        w0: FloatTensor<Self>,
+        w1: FloatTensor<Self>,
+        w2: FloatTensor<Self>,
+        w3: FloatTensor<Self>,
+        w4: FloatTensor<Self>,
+        w5: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        s0: FloatTensor<Self>,
+        h1: FloatTensor<Self>,
+        s1: FloatTensor<Self>,
+        h2: FloatTensor<Self>,
+        s2: FloatTensor<Self>,
+        h3: FloatTensor<Self>,
+        s3: FloatTensor<Self>,
+        h4: FloatTensor<Self>,
+        s4: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        layers: usize,
+        need_x: bool,
+    ) -> (
+        FloatTensor<Self>,
+        (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>),
+        (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>),
+    ) {
+        let activations = [(h0, s0), (h1, s1), (h2, s2), (h3, s3), (h4, s4)];
+        let (gx, gw, gb) = silu_mlp_backward_by_layers::<Self>(x, [w0, w1, w2, w3, w4, w5], activations, grad, layers, need_x);
+        (gx, six(gw), six(gb))
     }
 
     /// `(∂x, ∂W, ∂b)` from the output gradient `grad`. With `silu`, `output` and `sigmoid` are
@@ -151,6 +193,52 @@ fn linear_silu_linear_backward_by_layers<B: FusedLinearBackend>(
     // The identity layer reads neither `output` nor `sigmoid`.
     let (grad_hidden, grad_w2, grad_b2) = B::fused_linear_backward(hidden.clone(), w2, grad.clone(), grad.clone(), grad, false, true);
     (B::fused_linear_backward(x, w1, hidden, sigmoid, grad_hidden, true, need_x), (grad_w2, grad_b2))
+}
+
+/// [`FusedLinearBackend::fused_silu_mlp_backward`] as the layers' backwards, last to first: the
+/// last two as one [`FusedLinearBackend::fused_linear_silu_linear_backward`], the others as
+/// [`FusedLinearBackend::fused_linear_backward`] (the backwards of the nodes that
+/// [`FusedLinearBackend::fused_linear`] and `fused_linear_silu_linear` record, so the same
+/// values). Placeholders (a clone of `x`) in the slots past `layers`.
+#[allow(clippy::type_complexity)]
+fn silu_mlp_backward_by_layers<B: FusedLinearBackend>(
+    x: FloatTensor<B>,
+    weights: [FloatTensor<B>; MAX_FUSED_LAYERS],
+    activations: [(FloatTensor<B>, FloatTensor<B>); MAX_FUSED_LAYERS - 1],
+    grad: FloatTensor<B>,
+    layers: usize,
+    need_x: bool,
+) -> (FloatTensor<B>, [FloatTensor<B>; MAX_FUSED_LAYERS], [FloatTensor<B>; MAX_FUSED_LAYERS]) {
+    let last = layers - 1;
+    let mut gw: [Option<FloatTensor<B>>; MAX_FUSED_LAYERS] = Default::default();
+    let mut gb: [Option<FloatTensor<B>>; MAX_FUSED_LAYERS] = Default::default();
+    // Every layer but the first reads a hidden layer, a function of the parameters.
+    let input = |i: usize| if i == 0 { x.clone() } else { activations[i - 1].0.clone() };
+    let need = |i: usize| i > 0 || need_x;
+    let mut g = if last == 0 {
+        let (gx, w, b) = B::fused_linear_backward(x.clone(), weights[0].clone(), grad.clone(), grad.clone(), grad, false, need_x);
+        (gw[0], gb[0]) = (Some(w), Some(b));
+        gx
+    } else {
+        let (h, s) = activations[last - 1].clone();
+        let ((gx, w1, b1), (w2, b2)) = B::fused_linear_silu_linear_backward(input(last - 1), weights[last - 1].clone(), weights[last].clone(), h, s, grad, need(last - 1));
+        (gw[last - 1], gb[last - 1], gw[last], gb[last]) = (Some(w1), Some(b1), Some(w2), Some(b2));
+        gx
+    };
+    for i in (0..last.saturating_sub(1)).rev() {
+        let (h, s) = activations[i].clone();
+        let (gx, w, b) = B::fused_linear_backward(input(i), weights[i].clone(), h, s, g, true, need(i));
+        (gw[i], gb[i]) = (Some(w), Some(b));
+        g = gx;
+    }
+    let fill = |slots: [Option<FloatTensor<B>>; MAX_FUSED_LAYERS]| slots.map(|t| t.unwrap_or_else(|| x.clone()));
+    (g, fill(gw), fill(gb))
+}
+
+/// Six tensors as the tuple the extension macro routes.
+#[allow(clippy::type_complexity)]
+fn six<T>([a, b, c, d, e, f]: [T; 6]) -> (T, T, T, T, T, T) {
+    (a, b, c, d, e, f)
 }
 
 fn affine<B: Backend>(x: FloatTensor<B>, weight: FloatTensor<B>, bias: FloatTensor<B>) -> FloatTensor<B> {
@@ -292,6 +380,51 @@ impl FusedLinearBackend for Flex {
         let layers: Vec<(&[f32], &[f32])> = data.iter().map(|(w, b)| (&**w, &**b)).collect();
         let y = kernels::silu_mlp_forward(&f32_data(&x), &layers, &widths, m);
         from_vec(y, m, widths[widths.len() - 1])
+    }
+
+    fn fused_silu_mlp_backward(
+        x: FlexTensor,
+        w0: FlexTensor,
+        w1: FlexTensor,
+        w2: FlexTensor,
+        w3: FlexTensor,
+        w4: FlexTensor,
+        w5: FlexTensor,
+        h0: FlexTensor,
+        s0: FlexTensor,
+        h1: FlexTensor,
+        s1: FlexTensor,
+        h2: FlexTensor,
+        s2: FlexTensor,
+        h3: FlexTensor,
+        s3: FlexTensor,
+        h4: FlexTensor,
+        s4: FlexTensor,
+        grad: FlexTensor,
+        layers: usize,
+        need_x: bool,
+    ) -> (FlexTensor, (FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor), (FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor, FlexTensor)) {
+        let weights = [w0, w1, w2, w3, w4, w5];
+        let activations = [(h0, s0), (h1, s1), (h2, s2), (h3, s3), (h4, s4)];
+        if !need_x && layers >= 3 {
+            let m = x.layout().shape()[0];
+            let widths: Vec<usize> = std::iter::once(x.layout().shape()[1]).chain(weights[..layers].iter().map(|w| w.layout().shape()[1])).collect();
+            let w_data: Vec<_> = weights[..layers].iter().map(f32_data).collect();
+            let a_data: Vec<_> = activations[..layers - 1].iter().map(|(h, s)| (f32_data(h), f32_data(s))).collect();
+            let w_refs: Vec<&[f32]> = w_data.iter().map(|w| &**w).collect();
+            let a_refs: Vec<(&[f32], &[f32])> = a_data.iter().map(|(h, s)| (&**h, &**s)).collect();
+            if let Some((gw, gb)) = kernels::silu_mlp_backward_by_row_blocks(&f32_data(&x), &w_refs, &a_refs, &f32_data(&grad), &widths, m) {
+                // `∂x` and the slots past `layers`: placeholders, not to be read.
+                let unread = || from_vec(Vec::new(), 0, widths[0]);
+                let mut gw = gw.into_iter().enumerate().map(|(i, g)| from_vec(g, widths[i], widths[i + 1]));
+                let mut gb = gb.into_iter().map(|g| { let n = g.len(); FlexTensor::from_data(TensorData::new(g, [n])) });
+                let gw: [FlexTensor; MAX_FUSED_LAYERS] = std::array::from_fn(|_| gw.next().unwrap_or_else(unread));
+                let gb: [FlexTensor; MAX_FUSED_LAYERS] = std::array::from_fn(|_| gb.next().unwrap_or_else(unread));
+                return (unread(), six(gw), six(gb));
+            }
+        }
+        let (gx, gw, gb) = silu_mlp_backward_by_layers::<Self>(x, weights, activations, grad, layers, need_x);
+        (gx, six(gw), six(gb))
     }
 
     fn fused_silu(x: FlexTensor) -> FlexTensor {
@@ -444,6 +577,34 @@ impl<B: FusedLinearBackend, C: CheckpointStrategy> FusedLinearBackend for Autodi
         }
     }
 
+    fn fused_silu_mlp(
+        x: FloatTensor<Self>,
+        w0: FloatTensor<Self>,
+        b0: FloatTensor<Self>,
+        w1: FloatTensor<Self>,
+        b1: FloatTensor<Self>,
+        w2: FloatTensor<Self>,
+        b2: FloatTensor<Self>,
+        w3: FloatTensor<Self>,
+        b3: FloatTensor<Self>,
+        w4: FloatTensor<Self>,
+        b4: FloatTensor<Self>,
+        w5: FloatTensor<Self>,
+        b5: FloatTensor<Self>,
+        layers: usize,
+    ) -> FloatTensor<Self> {
+        let slots = [(w0, b0), (w1, b1), (w2, b2), (w3, b3), (w4, b4), (w5, b5)];
+        // A node's parents are a fixed-size array: one size per depth.
+        match layers {
+            1 => silu_mlp_node::<B, C, 3>(x, slots, layers),
+            2 => silu_mlp_node::<B, C, 5>(x, slots, layers),
+            3 => silu_mlp_node::<B, C, 7>(x, slots, layers),
+            4 => silu_mlp_node::<B, C, 9>(x, slots, layers),
+            5 => silu_mlp_node::<B, C, 11>(x, slots, layers),
+            _ => silu_mlp_node::<B, C, 13>(x, slots, layers),
+        }
+    }
+
     fn fused_linear(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>, silu: bool) -> FloatTensor<Self> {
         /// Backward of `act(x·W + b)`; the state is `(x, W)` and, for SiLU, `(silu(z), σ(z))`.
         #[derive(Debug)]
@@ -476,6 +637,71 @@ impl<B: FusedLinearBackend, C: CheckpointStrategy> FusedLinearBackend for Autodi
                 }
             }
             OpsKind::UnTracked(prep) => prep.finish(B::fused_linear(x, weight, bias, silu)),
+        }
+    }
+}
+
+/// Backward of [`FusedLinearBackend::fused_silu_mlp`] with `N = 1 + 2·layers` parents (`x`,
+/// then each layer's weight and bias); the state is `x`, the weights and each SiLU layer's
+/// `(silu(zᵢ), σ(zᵢ))`.
+#[derive(Debug)]
+struct FusedSiluMlpGrad;
+
+/// Two tensors: a layer's `(weight, bias)`, or a SiLU layer's `(silu(z), σ(z))`.
+type Pair<B> = (FloatTensor<B>, FloatTensor<B>);
+
+/// [`FusedSiluMlpGrad`]'s state.
+type SiluMlpState<B> = (FloatTensor<B>, Vec<FloatTensor<B>>, Vec<Pair<B>>);
+
+impl<B: FusedLinearBackend, const N: usize> Backward<B, N> for FusedSiluMlpGrad {
+    type State = SiluMlpState<B>;
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, weights, activations) = ops.state;
+        let layers = weights.len();
+        let grad = grads.consume::<B>(&ops.node);
+        let need_x = ops.parents[0].is_some();
+        // The slots past the network repeat its first tensors (not read).
+        let w: [FloatTensor<B>; MAX_FUSED_LAYERS] = std::array::from_fn(|i| weights.get(i).unwrap_or(&weights[0]).clone());
+        let a: [(FloatTensor<B>, FloatTensor<B>); MAX_FUSED_LAYERS - 1] = std::array::from_fn(|i| activations.get(i).cloned().unwrap_or_else(|| (x.clone(), x.clone())));
+        let [w0, w1, w2, w3, w4, w5] = w;
+        let [(h0, s0), (h1, s1), (h2, s2), (h3, s3), (h4, s4)] = a;
+        let (gx, gw, gb) = B::fused_silu_mlp_backward(x, w0, w1, w2, w3, w4, w5, h0, s0, h1, s1, h2, s2, h3, s3, h4, s4, grad, layers, need_x);
+        let (gw, gb) = ([gw.0, gw.1, gw.2, gw.3, gw.4, gw.5], [gb.0, gb.1, gb.2, gb.3, gb.4, gb.5]);
+        let mut params = gw.into_iter().zip(gb).take(layers).flat_map(|(w, b)| [w, b]);
+        let mut gx = Some(gx);
+        let values: [FloatTensor<B>; N] = std::array::from_fn(|i| if i == 0 { gx.take() } else { params.next() }.expect("N = 1 + 2·layers"));
+        register_gradients::<B, N>(grads, ops.parents.map(|p| p.map(|n| n.id)), values);
+    }
+}
+
+/// [`FusedLinearBackend::fused_silu_mlp`] under autodiff: one node for the whole MLP with
+/// `N = 1 + 2·layers` parents. Tracked, the forward keeps what the backward reads (each SiLU
+/// layer's output and sigmoid, as the per-layer nodes would); untracked it is the backend's
+/// fused evaluation.
+fn silu_mlp_node<B: FusedLinearBackend, C: CheckpointStrategy, const N: usize>(x: FloatTensor<Autodiff<B, C>>, slots: [Pair<Autodiff<B, C>>; MAX_FUSED_LAYERS], layers: usize) -> FloatTensor<Autodiff<B, C>> {
+    let mut parents = std::iter::once(x.node()).chain(slots[..layers].iter().flat_map(|(w, b)| [w.node(), b.node()]));
+    let nodes: [_; N] = std::array::from_fn(|_| parents.next().expect("N = 1 + 2·layers"));
+    let x = x.into_primitive();
+    let params: Vec<(FloatTensor<B>, FloatTensor<B>)> = slots.into_iter().take(layers).map(|(w, b)| (w.into_primitive(), b.into_primitive())).collect();
+    match <FusedSiluMlpGrad as Backward<B, N>>::prepare::<C>(FusedSiluMlpGrad, nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let mut activations = Vec::with_capacity(layers - 1);
+            let mut h = x.clone();
+            for (w, b) in &params[..layers - 1] {
+                let (y, s) = B::fused_linear_silu_with_sigmoid(h, w.clone(), b.clone());
+                activations.push((y.clone(), s));
+                h = y;
+            }
+            let (w, b) = params[layers - 1].clone();
+            let y = B::fused_linear(h, w, b, false);
+            let weights = params.into_iter().map(|(w, _)| w).collect();
+            prep.finish((x, weights, activations), y)
+        }
+        OpsKind::UnTracked(prep) => {
+            let slot = |i: usize| params.get(i).unwrap_or(&params[0]).clone();
+            let [(w0, b0), (w1, b1), (w2, b2), (w3, b3), (w4, b4), (w5, b5)] = std::array::from_fn(slot);
+            prep.finish(B::fused_silu_mlp(x, w0, b0, w1, b1, w2, b2, w3, b3, w4, b4, w5, b5, layers))
         }
     }
 }
@@ -1067,6 +1293,152 @@ pub(crate) mod kernels {
         let len = dz.sums_len(n);
         let gb = (len > 0).then(|| add_in_order(sums.into_iter().flatten().collect(), len));
         Some((gx, add_in_order(weights, k * n), gb))
+    }
+
+    /// Per-layer `(∂W, ∂b)`, each layer's in the order of [`silu_mlp_backward_by_row_blocks`]'s
+    /// `layers`.
+    pub(crate) type LayerGrads = (Vec<Vec<f32>>, Vec<Vec<f32>>);
+
+    /// `(∂Wᵢ, ∂bᵢ)` of every layer of an MLP trained on a batch of at least
+    /// [`BACKWARD_BY_BLOCKS`] rows whose input `x` needs no gradient: a thin-depth SiLU input
+    /// layer (the `[x | t]` of W1–W3, [`thin_silu_weight_backward`]), SiLU GEMM layers and a
+    /// thin linear output layer (`layers` `(Wᵢ, bᵢ)` chained as in [`silu_mlp_forward`],
+    /// `activations[i] = (hᵢ, σᵢ)` the forward's SiLU outputs and sigmoids, `grad` the output's
+    /// gradient).
+    ///
+    /// Each thread takes its share of the rows a block of [`BACKWARD_BLOCK`] at a time back
+    /// through every layer: the head's `∂z` ([`PreActivationGrad::Head`]), then for each GEMM
+    /// layer `∂h = ∂z·Wᵀ` into a buffer that stays in L2, its partial `∂W += hᵀ·∂z`, and the
+    /// layer below's `∂z` from that buffer ([`PreActivationGrad::Silu`], or the input layer's
+    /// sums). The layer-at-a-time backward ([`backward_by_row_blocks`] per layer) writes each
+    /// `∂h` to memory and reads it back with `h` again (64 MiB each a layer in W3 at 65,536).
+    ///
+    /// Every kernel, block and sum is the one the layer-at-a-time backward runs, in the same
+    /// order, so the gradients are the same to the bit. `None` where that backward would not
+    /// run by row blocks for every layer (a smaller batch, one thread, other layer shapes).
+    pub(crate) fn silu_mlp_backward_by_row_blocks(x: &[f32], layers: &[&[f32]], activations: &[(&[f32], &[f32])], grad: &[f32], widths: &[usize], m: usize) -> Option<LayerGrads> {
+        let depth = layers.len();
+        let threads = rayon::current_num_threads();
+        if depth < 3 || widths.len() != depth + 1 || activations.len() != depth - 1 || m < BACKWARD_BY_BLOCKS || threads < 2 {
+            return None;
+        }
+        let (k0, n0, p) = (widths[0], widths[1], widths[depth]);
+        // The input layer's sums are per block of `CHUNK / n₀` rows ([`thin_silu_weight_backward`]):
+        // those blocks must tile ours.
+        let thin_rows = (CHUNK / n0.max(1)).max(1);
+        if !(1..=crate::thin::THIN).contains(&k0) || n0 == 0 || !(1..=crate::thin::THIN).contains(&p) || !BACKWARD_BLOCK.is_multiple_of(thin_rows) {
+            return None;
+        }
+        for i in 1..depth - 1 {
+            let (k, n) = (widths[i], widths[i + 1]);
+            if crate::thin::is_thin(m, n, k) || !crate::sgemm::serves(BACKWARD_BLOCK, k) || !crate::sgemm::serves(k, n) {
+                return None;
+            }
+        }
+        assert!(x.len() >= m * k0 && grad.len() >= m * p);
+        for (i, w) in layers.iter().enumerate() {
+            assert!(w.len() >= widths[i] * widths[i + 1]);
+        }
+        for (i, (h, s)) in activations.iter().enumerate() {
+            assert!(h.len() >= m * widths[i + 1] && s.len() >= m * widths[i + 1]);
+        }
+        // Each GEMM layer's Wᵀ (`n × k`), packed once for every block's `∂h`.
+        // SAFETY: Wᵢ holds k × n floats (asserted).
+        let packed: Vec<crate::sgemm::PackedB> = (1..depth - 1)
+            .map(|i| unsafe { crate::sgemm::PackedB::new(widths[i + 1], widths[i], crate::sgemm::MatRef { ptr: layers[i].as_ptr(), rs: 1, cs: widths[i + 1] }) })
+            .collect::<Option<_>>()?;
+        let last_hidden = widths[depth - 1];
+        let w_out_t = crate::thin::pack(layers[depth - 1], (1, p), p, last_hidden);
+        let (h_last, s_last) = activations[depth - 2];
+        let head = PreActivationGrad::Head { grad, p, w2t: &w_out_t, y: h_last, s: s_last };
+        let widest = widths[1..depth].iter().copied().max().unwrap_or(0);
+        let share = m.div_ceil(threads).next_multiple_of(BACKWARD_BLOCK);
+
+        /// One thread's part: its partial `∂W` of each GEMM layer, and its blocks' sums (the
+        /// head's, each SiLU GEMM layer's `∂b`, the input layer's) in order.
+        struct Part {
+            weights: Vec<Vec<f32>>,
+            head: Vec<Vec<f32>>,
+            silu: Vec<Vec<Vec<f32>>>,
+            input: Vec<Vec<f32>>,
+        }
+        let parts: Vec<Part> = (0..m.div_ceil(share))
+            .into_par_iter()
+            .map(|t| {
+                let (r0, r1) = (t * share, ((t + 1) * share).min(m));
+                let mut part = Part { weights: (1..depth - 1).map(|i| Vec::with_capacity(widths[i] * widths[i + 1])).collect(), head: Vec::new(), silu: vec![Vec::new(); depth], input: Vec::new() };
+                let (mut dz, mut dh) = (vec![0.0f32; BACKWARD_BLOCK * widest], vec![0.0f32; BACKWARD_BLOCK * widest]);
+                for b0 in (r0..r1).step_by(BACKWARD_BLOCK) {
+                    let rows = BACKWARD_BLOCK.min(r1 - b0);
+                    let mut sums = vec![0.0f32; head.sums_len(last_hidden)];
+                    head.form(&mut dz[..rows * last_hidden], b0, last_hidden, &mut sums);
+                    part.head.push(sums);
+                    for i in (1..depth - 1).rev() {
+                        let (k, n) = (widths[i], widths[i + 1]);
+                        let (h, s) = activations[i - 1];
+                        let a = crate::sgemm::MatRef { ptr: dz.as_ptr(), rs: n, cs: 1 };
+                        // SAFETY: the block's `∂z` (rows × n) and `∂h` (rows × k) fit their
+                        // buffers (rows × widest); the partial ∂W holds k × n, written by the
+                        // first block (`accumulate` false) before any block reads it.
+                        unsafe {
+                            crate::sgemm::sgemm_packed(rows, a, &packed[i - 1], dh.as_mut_ptr(), k, crate::sgemm::Epilogue::NONE);
+                            let ht = crate::sgemm::MatRef { ptr: h[b0 * k..].as_ptr(), rs: 1, cs: k };
+                            crate::sgemm::sgemm_with(k, n, rows, ht, a, part.weights[i - 1].as_mut_ptr(), n, b0 > r0, crate::sgemm::Epilogue::NONE, None, 1);
+                        }
+                        let span = b0 * k..(b0 + rows) * k;
+                        if i > 1 {
+                            // The SiLU GEMM layer below: its `∂z` over this one's.
+                            let mut sums = vec![0.0f32; k];
+                            PreActivationGrad::Silu { grad: &dh[..rows * k], y: &h[span.clone()], s: &s[span] }.form(&mut dz[..rows * k], 0, k, &mut sums);
+                            part.silu[i - 1].push(sums);
+                        } else {
+                            // The input layer: `∂W₀` and `∂b₀` by its own blocks of rows.
+                            for j0 in (0..rows).step_by(thin_rows) {
+                                let (g0, r) = (b0 + j0, thin_rows.min(rows - j0));
+                                let mut sums = vec![0.0f32; (k0 + 1) * n0];
+                                let span = g0 * n0..(g0 + r) * n0;
+                                simd::thin_silu_weight_summing(&x[g0 * k0..(g0 + r) * k0], &dh[j0 * n0..(j0 + r) * n0], &h[span.clone()], &s[span], k0, &mut sums);
+                                part.input.push(sums);
+                            }
+                        }
+                    }
+                }
+                // SAFETY: the first block wrote all of each partial ∂W.
+                for (i, w) in part.weights.iter_mut().enumerate() {
+                    unsafe { w.set_len(widths[i + 1] * widths[i + 2]) };
+                }
+                part
+            })
+            .collect();
+        let mut gw: Vec<Vec<f32>> = vec![Vec::new(); depth];
+        let mut gb: Vec<Vec<f32>> = vec![Vec::new(); depth];
+        let mut thread_weights: Vec<_> = (1..depth - 1).map(|_| Vec::with_capacity(parts.len())).collect();
+        let (mut head_sums, mut silu_sums, mut input_sums) = (Vec::new(), vec![Vec::new(); depth], Vec::new());
+        for part in parts {
+            for (all, w) in thread_weights.iter_mut().zip(part.weights) {
+                all.push(w);
+            }
+            head_sums.extend(part.head);
+            for (all, s) in silu_sums.iter_mut().zip(part.silu) {
+                all.extend(s);
+            }
+            input_sums.extend(part.input);
+        }
+        for (i, weights) in (1..depth - 1).zip(thread_weights) {
+            gw[i] = add_in_order(weights, widths[i] * widths[i + 1]);
+        }
+        for (i, sums) in silu_sums.into_iter().enumerate().take(depth - 2).skip(1) {
+            gb[i] = add_in_order(sums, widths[i + 1]);
+        }
+        // `[∂b | ∂W_outᵀ | ∂b_out]`, as the fused head's backward splits it.
+        let mut sums = add_in_order(head_sums, head.sums_len(last_hidden));
+        gb[depth - 1] = sums.split_off(last_hidden + p * last_hidden);
+        gw[depth - 1] = crate::thin::pack(&sums.split_off(last_hidden), (1, last_hidden), last_hidden, p);
+        gb[depth - 2] = sums;
+        let mut sums = add_in_order(input_sums, (k0 + 1) * n0);
+        gb[0] = sums.split_off(k0 * n0);
+        gw[0] = sums;
+        Some((gw, gb))
     }
 
     /// `(∂x, ∂W, ∂b)` of `z = x·W + b` from `∂z` (`grad_pre`, `m × n`); `∂x` only when
