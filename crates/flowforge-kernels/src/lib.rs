@@ -779,6 +779,8 @@ mod tests {
                     plain = linear_reference(plain, w.clone(), b.clone(), act);
                 }
                 let case = format!("widths {widths:?}, {m} rows, x needs a gradient: {x_grad}");
+                let (a, b) = (bits(whole.clone()), bits(h.clone()));
+                assert!(a == b, "{case}: the outputs differ");
                 let g_whole = (whole * probe.clone()).sum().backward();
                 let g_layers = (h * probe.clone()).sum().backward();
                 let g_plain = (plain * probe).sum().backward();
