@@ -338,7 +338,7 @@ impl FusedLinearBackend for Flex {
         let head = kernels::PreActivationGrad::Head { grad: &g, p, w2t: &w2t, y: &h, s: &s };
         let (x_data, w1_data) = (f32_data(&x), f32_data(&w1));
         let blocked = if need_x { kernels::backward_by_row_blocks(&x_data, &w1_data, head, (m, k, n)) } else { None };
-        let (gx, gw1, mut sums) = match blocked {
+        let (gx, gw1, sums) = match blocked {
             Some((gx, gw1, sums)) => (Some(gx), gw1, sums.expect("a head's sums")),
             None => {
                 let (dz, sums) = kernels::pre_activation_grad(head, m, n);
@@ -347,12 +347,9 @@ impl FusedLinearBackend for Flex {
                 (gx, gw1, sums)
             }
         };
-        // `[∂b₁ | ∂W₂ᵀ | ∂b₂]`.
-        let gb2 = sums.split_off(n + p * n);
-        let gw2t = sums.split_off(n);
-        let gw2 = crate::thin::pack(&gw2t, (1, n), n, p);
+        let (gb1, gw2, gb2) = kernels::split_head_sums(sums, n, p);
         let gx = gx.map_or_else(|| from_vec(Vec::new(), 0, k), |gx| from_vec(gx, m, k));
-        let gb1 = FlexTensor::from_data(TensorData::new(sums, [n]));
+        let gb1 = FlexTensor::from_data(TensorData::new(gb1, [n]));
         ((gx, from_vec(gw1, k, n), gb1), (from_vec(gw2, n, p), FlexTensor::from_data(TensorData::new(gb2, [p]))))
     }
 
@@ -1295,6 +1292,14 @@ pub(crate) mod kernels {
         Some((gx, add_in_order(weights, k * n), gb))
     }
 
+    /// A head's sums `[∂b₁ | ∂W₂ᵀ | ∂b₂]` ([`PreActivationGrad::sums_len`], `n` hidden units,
+    /// `p` outputs) as `(∂b₁, ∂W₂, ∂b₂)`, `∂W₂` `n × p` row-major.
+    pub(super) fn split_head_sums(mut sums: Vec<f32>, n: usize, p: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let gb2 = sums.split_off(n + p * n);
+        let gw2 = crate::thin::pack(&sums.split_off(n), (1, n), n, p);
+        (sums, gw2, gb2)
+    }
+
     /// Per-layer `(∂W, ∂b)`, each layer's in the order of [`silu_mlp_backward_by_row_blocks`]'s
     /// `layers`.
     pub(crate) type LayerGrads = (Vec<Vec<f32>>, Vec<Vec<f32>>);
@@ -1430,11 +1435,7 @@ pub(crate) mod kernels {
         for (i, sums) in silu_sums.into_iter().enumerate().take(depth - 2).skip(1) {
             gb[i] = add_in_order(sums, widths[i + 1]);
         }
-        // `[∂b | ∂W_outᵀ | ∂b_out]`, as the fused head's backward splits it.
-        let mut sums = add_in_order(head_sums, head.sums_len(last_hidden));
-        gb[depth - 1] = sums.split_off(last_hidden + p * last_hidden);
-        gw[depth - 1] = crate::thin::pack(&sums.split_off(last_hidden), (1, last_hidden), last_hidden, p);
-        gb[depth - 2] = sums;
+        (gb[depth - 2], gw[depth - 1], gb[depth - 1]) = split_head_sums(add_in_order(head_sums, head.sums_len(last_hidden)), last_hidden, p);
         let mut sums = add_in_order(input_sums, (k0 + 1) * n0);
         gb[0] = sums.split_off(k0 * n0);
         gw[0] = sums;
