@@ -10,6 +10,7 @@
 //! cargo bench --bench workloads --features wgpu -- --device wgpu  # on another backend (cuda needs the network to build)
 //! cargo bench --bench workloads -- --system-allocator  # without flowforge::allocator::retain_freed_memory
 //! cargo bench --bench workloads -- --caller-outside-pool  # without flowforge::threads::compute_on_calling_thread
+//! cargo bench --bench workloads -- --no-amx              # without flowforge::kernels::f32_matmul_on_amx
 //! cargo bench --bench workloads -- --workers-sleep     # without flowforge::threads::keep_workers_polling
 //! cargo bench --bench workloads -- --whole-batch       # sampling by `solve` on the whole batch, not a block of rows per thread
 //! ```
@@ -382,6 +383,11 @@ fn main() -> std::process::ExitCode {
     // default) instead of polling for work while a workload runs, as PyTorch's OpenMP threads do.
     let polling = computes && !args.iter().any(|a| a == "--workers-sleep");
     eprintln!("workers: {}", if polling { "poll for work while a workload runs (flowforge::threads::keep_workers_polling)" } else { "sleep between parallel regions (defaults)" });
+    // `--no-amx` keeps every f32 product on the FMA kernels; by default the MLP's hidden layers
+    // run on AMX where the CPU has it (an exact three-way bf16 split, as accurate as f32:
+    // flowforge::kernels::f32_matmul_on_amx).
+    let amx = !args.iter().any(|a| a == "--no-amx") && flowforge::kernels::f32_matmul_on_amx(true);
+    eprintln!("matmul: {}", if amx { "the MLP's hidden layers on AMX, f32 through a three-way bf16 split (flowforge::kernels::f32_matmul_on_amx)" } else { "f32 FMA kernels" });
     // `--device NAME` runs every workload on that backend (`flowforge::device`: default, flex,
     // ndarray, wgpu, cuda; the backend's cargo feature must be on).
     let (backend, device) = match args.iter().position(|a| a == "--device").and_then(|i| args.get(i + 1)) {

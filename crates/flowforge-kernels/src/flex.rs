@@ -993,11 +993,24 @@ pub(crate) mod kernels {
         Gemm { w: crate::sgemm::PackedB, b: &'a [f32], silu: bool },
         /// The dot-product loop of a thin output ([`crate::sgemm::Head`]) onto bias rows.
         ThinOut { columns: Vec<f32> },
+        /// A SiLU layer on AMX ([`crate::f32_matmul_on_amx`]), the weights split once.
+        #[cfg(target_arch = "x86_64")]
+        Amx { w: crate::amx::SplitB, b: &'a [f32] },
     }
+
+    /// Rows of a block when a layer runs on AMX: a multiple of its 32-row blocks.
+    #[cfg(target_arch = "x86_64")]
+    const AMX_BLOCK_ROWS: usize = 224;
 
     thread_local! {
         /// Each worker's two blocks of hidden activations (one layer's input, the next's output).
         static MLP_BLOCKS: std::cell::RefCell<[Vec<f32>; 2]> = const { std::cell::RefCell::new([Vec::new(), Vec::new()]) };
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    thread_local! {
+        /// Each worker's buffers for the AMX layers.
+        static AMX_SCRATCH: std::cell::RefCell<crate::amx::Scratch> = std::cell::RefCell::new(crate::amx::Scratch::default());
     }
 
     /// `y = silu(… silu(x·W₀ + b₀) …)·W_L + b_L`, an MLP of SiLU layers and a linear output
@@ -1010,7 +1023,10 @@ pub(crate) mod kernels {
     ///
     /// Every kernel and every sum is the one the layer-by-layer evaluation runs, so `y` is the
     /// same to the bit; where some layer would not run on those kernels (no AVX2, too few rows,
-    /// thin hidden layers, more than 4,096 outputs) this is that evaluation.
+    /// thin hidden layers, more than 4,096 outputs) this is that evaluation. The exception is
+    /// [`crate::f32_matmul_on_amx`]: with it on, the hidden SiLU layers whose widths are
+    /// multiples of 32 run on AMX ([`crate::amx::linear_block`], blocks of 224 rows), as
+    /// accurate as the FMA kernels but not the same bits.
     pub(super) fn silu_mlp_forward(x: &[f32], layers: &[(&[f32], &[f32])], widths: &[usize], m: usize) -> Vec<f32> {
         let depth = layers.len();
         assert!(depth >= 1 && widths.len() == depth + 1 && x.len() >= m * widths[0]);
@@ -1036,7 +1052,12 @@ pub(crate) mod kernels {
         if let Some(BlockLayer::ThinOut { .. }) = plan.last() {
             y = bias_rows(&layers[depth - 1].1[..p], m);
         }
-        let rows = match plan.iter().find_map(|l| if let BlockLayer::Gemm { w, .. } = l { Some(w.block_rows()) } else { None }) {
+        let rows = match plan.iter().find_map(|l| match l {
+            BlockLayer::Gemm { w, .. } => Some(w.block_rows()),
+            #[cfg(target_arch = "x86_64")]
+            BlockLayer::Amx { .. } => Some(AMX_BLOCK_ROWS),
+            _ => None,
+        }) {
             Some(rows) => rows,
             None => return layered(),
         };
@@ -1070,6 +1091,12 @@ pub(crate) mod kernels {
                             // SAFETY: the input holds `mb × k` floats, the target room for
                             // `mb × n`, and they do not overlap (two buffers, or y).
                             unsafe { crate::sgemm::sgemm_packed(mb, a, w, target, n, epilogue) };
+                        }
+                        #[cfg(target_arch = "x86_64")]
+                        BlockLayer::Amx { w, b } => {
+                            // SAFETY: the input holds `mb × k` floats, the target room for
+                            // `mb × n`, not overlapping; the plan made `w` only where AMX runs.
+                            AMX_SCRATCH.with_borrow_mut(|scratch| unsafe { crate::amx::linear_block(mb, input, w, b.as_ptr(), true, target, scratch) });
                         }
                         BlockLayer::ThinOut { columns } => {
                             let head = crate::sgemm::Head { weight: columns.as_ptr(), cols: n, out: target };
@@ -1111,14 +1138,30 @@ pub(crate) mod kernels {
             plan.push(match i {
                 0 if thin_depth_silu(k, n) => BlockLayer::ThinDepth { w: &w[..k * n], b: &b[..n] },
                 // The layer-by-layer path's output layer after a GEMM hidden layer: the head.
-                _ if i + 1 == depth && (1..=crate::thin::THIN).contains(&n) && matches!(plan.last(), Some(BlockLayer::Gemm { .. })) => {
+                _ if i + 1 == depth && (1..=crate::thin::THIN).contains(&n) && matches!(plan.last(), Some(BlockLayer::Gemm { .. })) || amx_before(&plan, i, depth, n) => {
                     BlockLayer::ThinOut { columns: crate::thin::pack(w, (1, n), n, k) }
                 }
                 _ if i > 0 && thin_depth_silu(k, n) => return None,
+                #[cfg(target_arch = "x86_64")]
+                _ if i + 1 < depth && crate::amx::active() && crate::amx::serves(k, n) => match crate::amx::SplitB::new(k, n, w) {
+                    Some(w) => BlockLayer::Amx { w, b: &b[..n] },
+                    None => gemm()?,
+                },
                 _ => gemm()?,
             });
         }
         Some(plan)
+    }
+
+    /// Whether layer `i` is a thin output layer after an AMX layer (its head reads the AMX
+    /// layer's f32 output, as after a GEMM).
+    fn amx_before(plan: &[BlockLayer], i: usize, depth: usize, n: usize) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if i + 1 == depth && (1..=crate::thin::THIN).contains(&n) && matches!(plan.last(), Some(BlockLayer::Amx { .. })) {
+            return true;
+        }
+        let _ = (plan, i, depth, n);
+        false
     }
 
     /// A pointer the row blocks write through, each its own rows.

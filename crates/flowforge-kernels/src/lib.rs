@@ -32,6 +32,8 @@ pub mod flex_adam;
 pub mod flex_conv;
 #[cfg(feature = "flex")]
 pub mod flex_norm;
+#[cfg(all(feature = "flex", target_arch = "x86_64"))]
+mod amx;
 #[cfg(feature = "flex")]
 mod sgemm;
 #[cfg(feature = "flex")]
@@ -116,7 +118,8 @@ pub fn linear_silu_linear(x: Tensor<2>, w1: Tensor<2>, b1: Option<Tensor<1>>, w2
 /// every layer while the block's gradients are in cache, instead of writing each hidden
 /// layer's `∂h` to memory and reading it back with `h` (W3's training step at 65,536:
 /// 214–222 ms against 220–230, alternating). (Up to six layers with biases; deeper networks
-/// run layer by layer.)
+/// run layer by layer.) With [`f32_matmul_on_amx`] on, the hidden layers of the inference
+/// evaluation run on AMX where the CPU has it: as accurate, not the same bits.
 ///
 /// # Shapes
 /// `x`: `[batch, w₀]`, `Wᵢ`: `[wᵢ, wᵢ₊₁]`, `bᵢ`: `[wᵢ₊₁]` → `[batch, w_L]`.
@@ -154,6 +157,28 @@ pub fn silu_mlp(x: Tensor<2>, layers: &[(Tensor<2>, Option<Tensor<1>>)]) -> Resu
         h = linear(h, w.clone(), b.clone(), activation)?;
     }
     Ok(h)
+}
+
+/// Run the f32 products that can on Intel AMX (off until asked for); returns whether they now
+/// do (`false` on CPUs without AMX-BF16, off Linux, or without the `flex` feature).
+///
+/// Today these are the hidden layers of [`silu_mlp`] in inference on burn-flex, whose widths
+/// are multiples of 32 (a sampling step's network). Each f32 is split exactly into three bf16
+/// pieces and each product into the six piece products that matter, which AMX's `tdpbf16ps`
+/// multiplies and adds in f32: as accurate as the f32 FMA kernels (on unit inputs of depth
+/// 256, a largest error of 3.9·10⁻⁷ against their 1.0·10⁻⁶), but not the same bits, and on
+/// Sapphire Rapids about 1.5× as fast for a 256 × 256 × 256 product (`docs/performance.md`,
+/// session 33). Not for values beyond bf16's range (above about 3.39·10³⁸) or below about
+/// 2⁻¹¹⁰, where the split does not hold. A process-wide setting, like
+/// `flowforge::allocator::retain_freed_memory`.
+pub fn f32_matmul_on_amx(on: bool) -> bool {
+    #[cfg(all(feature = "flex", target_arch = "x86_64"))]
+    return amx::request(on);
+    #[cfg(not(all(feature = "flex", target_arch = "x86_64")))]
+    {
+        let _ = on;
+        false
+    }
 }
 
 /// `[a | b | …]`: 2-D tensors of the same number of rows side by side (burn's `Tensor::cat`
