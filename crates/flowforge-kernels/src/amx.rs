@@ -82,12 +82,17 @@ pub(crate) fn serves(k: usize, n: usize) -> bool {
     k > 0 && n > 0 && k.is_multiple_of(DEPTH) && n.is_multiple_of(2 * TILE_COLS)
 }
 
-/// A buffer of `len` `u16` whose returned slice starts on a 64-byte boundary.
-fn aligned(buffer: &mut Vec<u16>, len: usize) -> &mut [u16] {
+/// Where, in `buffer` (grown to fit), `len` `u16` can start on a 64-byte boundary.
+fn aligned_start(buffer: &mut Vec<u16>, len: usize) -> usize {
     if buffer.len() < len + 32 {
         buffer.resize(len + 32, 0);
     }
-    let skip = buffer.as_ptr().align_offset(64);
+    buffer.as_ptr().align_offset(64)
+}
+
+/// `len` `u16` of `buffer` (grown to fit), starting on a 64-byte boundary.
+fn aligned(buffer: &mut Vec<u16>, len: usize) -> &mut [u16] {
+    let skip = aligned_start(buffer, len);
     &mut buffer[skip..skip + len]
 }
 
@@ -134,8 +139,7 @@ impl SplitB {
         assert!(w.len() >= k * n);
         let mut data = Vec::new();
         let len = PIECES * k * n;
-        let skip = aligned(&mut data, len).as_ptr() as usize - data.as_ptr() as usize;
-        let skip = skip / 2;
+        let skip = aligned_start(&mut data, len);
         // SAFETY: AVX-512F is present (`supported`); every index is inside `w` and the planes.
         unsafe { split_weights(&mut data[skip..skip + len], k, n, w) };
         Some(SplitB { data, skip, k, n })
