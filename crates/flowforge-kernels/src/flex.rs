@@ -998,6 +998,19 @@ pub(crate) mod kernels {
         Amx { w: crate::amx::SplitB, b: &'a [f32] },
     }
 
+    impl BlockLayer<'_> {
+        /// The rows a block should have for this layer, if it is a product (on our GEMM or
+        /// on AMX) whose f32 output a thin output layer can read as its head.
+        fn block_rows(&self) -> Option<usize> {
+            match self {
+                BlockLayer::Gemm { w, .. } => Some(w.block_rows()),
+                #[cfg(target_arch = "x86_64")]
+                BlockLayer::Amx { .. } => Some(AMX_BLOCK_ROWS),
+                _ => None,
+            }
+        }
+    }
+
     /// Rows of a block when a layer runs on AMX: a multiple of its 32-row blocks.
     #[cfg(target_arch = "x86_64")]
     const AMX_BLOCK_ROWS: usize = 224;
@@ -1052,12 +1065,7 @@ pub(crate) mod kernels {
         if let Some(BlockLayer::ThinOut { .. }) = plan.last() {
             y = bias_rows(&layers[depth - 1].1[..p], m);
         }
-        let rows = match plan.iter().find_map(|l| match l {
-            BlockLayer::Gemm { w, .. } => Some(w.block_rows()),
-            #[cfg(target_arch = "x86_64")]
-            BlockLayer::Amx { .. } => Some(AMX_BLOCK_ROWS),
-            _ => None,
-        }) {
+        let rows = match plan.iter().find_map(BlockLayer::block_rows) {
             Some(rows) => rows,
             None => return layered(),
         };
@@ -1138,7 +1146,7 @@ pub(crate) mod kernels {
             plan.push(match i {
                 0 if thin_depth_silu(k, n) => BlockLayer::ThinDepth { w: &w[..k * n], b: &b[..n] },
                 // The layer-by-layer path's output layer after a GEMM hidden layer: the head.
-                _ if i + 1 == depth && (1..=crate::thin::THIN).contains(&n) && matches!(plan.last(), Some(BlockLayer::Gemm { .. })) || amx_before(&plan, i, depth, n) => {
+                _ if i + 1 == depth && (1..=crate::thin::THIN).contains(&n) && plan.last().and_then(BlockLayer::block_rows).is_some() => {
                     BlockLayer::ThinOut { columns: crate::thin::pack(w, (1, n), n, k) }
                 }
                 _ if i > 0 && thin_depth_silu(k, n) => return None,
@@ -1151,17 +1159,6 @@ pub(crate) mod kernels {
             });
         }
         Some(plan)
-    }
-
-    /// Whether layer `i` is a thin output layer after an AMX layer (its head reads the AMX
-    /// layer's f32 output, as after a GEMM).
-    fn amx_before(plan: &[BlockLayer], i: usize, depth: usize, n: usize) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        if i + 1 == depth && (1..=crate::thin::THIN).contains(&n) && matches!(plan.last(), Some(BlockLayer::Amx { .. })) {
-            return true;
-        }
-        let _ = (plan, i, depth, n);
-        false
     }
 
     /// A pointer the row blocks write through, each its own rows.
